@@ -1,0 +1,1 @@
+"""Puzzle datasets: on-disk format, builders, task checkers and the loader."""

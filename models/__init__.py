@@ -1,0 +1,1 @@
+"""Models and the loss heads that own them."""
