@@ -45,13 +45,16 @@ class Prediction:
 
     by_budget: dict[int, Tensor]
     """Budget (TRM: supervision steps; DFM: NFE) -> predicted token ids [B, L] int64."""
+    selected: Tensor | None = None
+    """The head's own answer [B, L] when it picks one per example (TRM halting by its Q head); None means
+    the prediction at the largest budget."""
     extras: dict[str, Tensor] = field(default_factory=dict)
     """Name -> per-example float values [B], averaged over real examples (e.g. ACT steps used)."""
 
     @property
     def final(self) -> Tensor:
-        """Predictions at the largest budget, [B, L]."""
-        return self.by_budget[max(self.by_budget)]
+        """The answer scored by the top-level metrics, [B, L]."""
+        return self.selected if self.selected is not None else self.by_budget[max(self.by_budget)]
 
 
 class GlobalBatchRandom:
@@ -81,17 +84,21 @@ class GlobalBatchRandom:
 class LossHead(nn.Module, ABC):
     """An architecture as the loop sees it: training steps, predictions and compute counts.
 
-    Subclasses are built as `Head(config, metadata)` where `config` is their own pydantic arch config and
-    `metadata` describes the training split (vocab, seq_len, task, number of puzzle identifiers).
+    Built as `Head(model, config, metadata)`: `model` is the network (its own pydantic config is
+    `model.config`), `config` the head's pydantic config (the `arch.loss` keys) and `metadata` describes
+    the training split (vocab, seq_len, task, number of puzzle identifiers).
     """
 
+    config_class: ClassVar[type[pydantic.BaseModel]]
+    """Pydantic model of the `arch.loss` keys (extra keys forbidden)."""
     budget_name: ClassVar[str]
     """What an inference budget counts, used in metric names: "supervision_steps" or "nfe"."""
     eval_options_model: ClassVar[type[pydantic.BaseModel]]
     """Pydantic model (extra keys forbidden) of the evaluation options `predict` accepts."""
 
-    def __init__(self, config: pydantic.BaseModel, metadata: PuzzleDatasetMetadata):
+    def __init__(self, model: nn.Module, config: pydantic.BaseModel, metadata: PuzzleDatasetMetadata):
         super().__init__()
+        self.model = model
         self.config = config
         self.metadata = metadata
 
