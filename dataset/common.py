@@ -291,8 +291,11 @@ def write_split(
     split_dir.mkdir(parents=True, exist_ok=True)
     for name in ARRAY_NAMES:
         np.save(split_dir / f"{SET_NAME}__{name}.npy", getattr(data, name))
+    fields = metadata.model_dump(exclude_none=True)
+    # The reference format requires the ignore_label_id key even when its value is null.
+    fields["ignore_label_id"] = metadata.ignore_label_id
     with open(split_dir / "dataset.json", "w") as f:
-        json.dump(metadata.model_dump(exclude_none=True), f, indent=2)
+        json.dump(fields, f, indent=2)
 
 
 def write_identifiers(output_dir: Path, names: list[str] | None = None) -> None:
