@@ -359,6 +359,10 @@ def atomic_output_dir(output_dir: str | os.PathLike, overwrite: bool = False) ->
         raise DatasetError(f"{output_dir}: output directory exists and is not empty; pass --overwrite to replace it")
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
+    # mkdtemp creates the directory owner-only; give the dataset the usual permissions instead.
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)
     try:
         yield staging
         if output_dir.exists():
