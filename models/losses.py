@@ -1,0 +1,243 @@
+"""Loss heads: token cross-entropies and TRM's ACT head (deep supervision with a learned halting Q head)."""
+
+from typing import Literal
+
+import pydantic
+import torch
+import torch.nn.functional as F
+from pydantic import ConfigDict, Field
+from torch import Tensor
+
+from dataset.common import PuzzleDatasetMetadata
+from models.head import IGNORE_LABEL, Batch, Carry, GlobalBatchRandom, LossHead, Prediction, StepOutput
+from models.trm import TinyRecursiveReasoningModel
+
+
+def widest_float_dtype(device: torch.device) -> torch.dtype:
+    """Return float64, or float32 on MPS devices, which have no float64."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def stablemax_cross_entropy(logits: Tensor, labels: Tensor, ignore_index: int = IGNORE_LABEL) -> Tensor:
+    """Per-token cross-entropy of stablemax probabilities p_i = s(x_i) / sum_j s(x_j).
+
+    s(x) = x + 1 for x >= 0 and 1 / (1 - x) for x < 0 grows linearly rather than exponentially. It is the
+    TRM reference's default token loss. logits: [..., V] float; labels: [...] int. Returns [...] in float64
+    (float32 on MPS), 0 where labels == ignore_index.
+    """
+    x = logits.to(widest_float_dtype(logits.device))
+    # Each branch is evaluated on its own half-line only, so the unused branch of `where` cannot produce inf or NaN
+    # gradients.
+    s = torch.where(x < 0, 1.0 / (1.0 - x.clamp(max=0.0)), x.clamp(min=0.0) + 1.0)
+    log_probs = torch.log(s) - torch.log(s.sum(dim=-1, keepdim=True))
+    return _label_nll(log_probs, labels, ignore_index)
+
+
+def softmax_cross_entropy(logits: Tensor, labels: Tensor, ignore_index: int = IGNORE_LABEL) -> Tensor:
+    """Per-token softmax cross-entropy in float32. logits: [..., V]; labels: [...] int. Returns [...], 0 where ignored."""
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    return _label_nll(log_probs, labels, ignore_index)
+
+
+def _label_nll(log_probs: Tensor, labels: Tensor, ignore_index: int) -> Tensor:
+    valid = labels != ignore_index
+    picked = torch.gather(log_probs, -1, torch.where(valid, labels, 0).long().unsqueeze(-1)).squeeze(-1)
+    return torch.where(valid, -picked, 0.0)
+
+
+LOSS_FUNCTIONS = {
+    "stablemax_cross_entropy": stablemax_cross_entropy,
+    "softmax_cross_entropy": softmax_cross_entropy,
+}
+
+
+class ACTLossConfig(pydantic.BaseModel):
+    """The `arch.loss` keys of the ACT head."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["act"] = Field("act", description="Registry name of this loss head.")
+    loss_type: Literal["stablemax_cross_entropy", "softmax_cross_entropy"] = Field(
+        "stablemax_cross_entropy", description="Per-token loss of the predicted grid."
+    )
+    q_loss_weight: float = Field(
+        0.5,
+        ge=0.0,
+        description="Weight of the Q-halt and Q-continue BCE terms against the token loss; 0.5 is the TRM and "
+        "HRM reference value, kept so runs compare with theirs.",
+    )
+
+
+class ACTEvalOptions(pydantic.BaseModel):
+    """Evaluation options of `ACTLossHead.predict`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    halt_by_q: bool = Field(
+        False, description="Answer each example with its prediction at the first step where the Q head votes to halt."
+    )
+
+
+class ACTLossHead(LossHead):
+    """TRM's training objective: one supervision step per call, with an ACT carry across calls.
+
+    Losses cover every slot at every step and are sums over the local batch:
+        lm_loss          sum over slots of the mean token loss over the slot's labelled cells
+        q_halt_loss      BCE-with-logits of q_halt against "every labelled cell is correct"
+        q_continue_loss  BCE of sigmoid(q_continue) against the bootstrapped target (0 when no_ACT_continue)
+        loss             lm_loss + q_loss_weight * (q_halt_loss + q_continue_loss)
+
+    Metrics are (sum, count) pairs. The loss terms use count = local batch size, so sum / count after summing
+    over ranks is the mean per example. The others cover only the slots that halted on this step and have at
+    least one labelled cell:
+        accuracy          mean over those slots of their fraction of correct labelled cells (givens included)
+        exact_accuracy    fraction with every labelled cell correct
+        q_halt_accuracy   fraction where (q_halt >= 0) equals exact correctness; "do not halt" on a wrong answer
+                          counts as right, so early in training this is near 1 (reference definition)
+        q_halt_precision  of the slots where the Q head voted to halt, the fraction that were exactly correct;
+                          count is 0 when no slot voted to halt
+        q_halt_recall     of the exactly correct slots, the fraction where the Q head voted to halt
+        steps             supervision steps used
+    """
+
+    config_class = ACTLossConfig
+    budget_name = "supervision_steps"
+    eval_options_model = ACTEvalOptions
+
+    def __init__(self, model: TinyRecursiveReasoningModel, config: ACTLossConfig, metadata: PuzzleDatasetMetadata):
+        if not isinstance(model, TinyRecursiveReasoningModel):
+            raise TypeError(f"ACTLossHead needs a TinyRecursiveReasoningModel, got {type(model).__name__}")
+        super().__init__(model, config, metadata)
+        self.token_loss = LOSS_FUNCTIONS[config.loss_type]
+
+    def initial_carry(self, batch: Batch) -> Carry:
+        """Create the ACT carry for a batch of this shape; see `TinyRecursiveReasoningModel.initial_carry`."""
+        return self.model.initial_carry(batch)
+
+    def forward(self, carry: Carry, batch: Batch, rng: GlobalBatchRandom) -> StepOutput:
+        """Run one supervision step and compute its loss and metrics."""
+        carry, outputs = self.model(carry, batch, rng)
+        labels = carry["labels"]
+        mask = labels != IGNORE_LABEL
+        label_counts = mask.sum(-1)
+        divisor = label_counts.clamp_min(1)
+
+        token_losses = self.token_loss(outputs.logits, labels)  # [B, L]
+        lm_loss = (token_losses.sum(-1) / divisor).sum().float()
+        q_halt_logits = outputs.q_halt_logits.float()
+        with torch.no_grad():
+            is_correct = mask & (outputs.logits.argmax(-1) == labels)
+            seq_correct = is_correct.sum(-1) == label_counts
+        q_halt_loss = F.binary_cross_entropy_with_logits(q_halt_logits, seq_correct.float(), reduction="sum")
+        q_continue_loss = torch.zeros((), device=labels.device)
+        if outputs.target_q_continue is not None:
+            q_continue_loss = F.binary_cross_entropy_with_logits(
+                outputs.q_continue_logits.float(), outputs.target_q_continue, reduction="sum"
+            )
+        loss = lm_loss + self.config.q_loss_weight * (q_halt_loss + q_continue_loss)
+
+        with torch.no_grad():
+            q_votes_halt = self.model.halt_decision(outputs.q_halt_logits, outputs.q_continue_logits)
+            metrics = _halted_metrics(
+                counted=carry["halted"] & (label_counts > 0),
+                token_accuracy=is_correct.sum(-1) / divisor,
+                seq_correct=seq_correct,
+                q_halt_logits=q_halt_logits,
+                q_votes_halt=q_votes_halt,
+                steps=carry["steps"],
+            )
+            batch_size = torch.tensor(float(len(labels)), device=labels.device)
+            for name, value in (("lm_loss", lm_loss), ("q_halt_loss", q_halt_loss), ("q_continue_loss", q_continue_loss)):
+                metrics[name] = (value.detach().float(), batch_size)
+        return StepOutput(carry=carry, loss=loss, metrics=metrics)
+
+    @torch.no_grad()
+    def predict(self, batch: Batch, budgets: list[int] | None, options: ACTEvalOptions) -> Prediction:
+        """Run max(budgets) supervision steps from fresh latents in eval mode, recording argmax grids.
+
+        Budgets may exceed halt_max_steps: the recursion simply continues on the same example. `extras` contains
+        `steps`, the first step at which the Q head votes to halt (else the last step run), and
+        `q_halt_accuracy` at the last step. With `options.halt_by_q`, `selected` is each example's
+        prediction at that step.
+        """
+        budgets = self.default_budgets() if budgets is None else sorted(set(budgets))
+        if not budgets or budgets[0] < 1:
+            raise ValueError(f"budgets must be a non-empty list of positive step counts, got {budgets}")
+        was_training = self.training
+        self.eval()
+        try:
+            return self._predict(batch, budgets, options)
+        finally:
+            self.train(was_training)
+
+    def _predict(self, batch: Batch, budgets: list[int], options: ACTEvalOptions) -> Prediction:
+        model = self.model
+        inputs, labels = batch["inputs"], batch["labels"]
+        x = model.embed_input(inputs, batch["puzzle_identifiers"])
+        z_H, z_L = model.initial_latents(len(inputs), inputs.device)
+
+        by_budget = {}
+        halt_step = torch.zeros(len(inputs), dtype=torch.int64, device=inputs.device)
+        selected = torch.zeros_like(inputs)
+        for step in range(1, budgets[-1] + 1):
+            z_H, z_L = model.recurse(z_H, z_L, x)
+            logits, q_halt, q_continue = model.read_out(z_H)
+            preds = logits.argmax(-1)
+            if step in budgets:
+                by_budget[step] = preds
+            halts_now = (halt_step == 0) & model.halt_decision(q_halt, q_continue)
+            halt_step = torch.where(halts_now, step, halt_step)
+            selected = torch.where(halts_now.unsqueeze(-1), preds, selected)
+
+        never_halted = halt_step == 0
+        halt_step = torch.where(never_halted, budgets[-1], halt_step)
+        selected = torch.where(never_halted.unsqueeze(-1), preds, selected)
+        mask = labels != IGNORE_LABEL
+        seq_correct = (mask & (preds == labels)).sum(-1) == mask.sum(-1)
+        extras = {
+            "steps": halt_step.float(),
+            "q_halt_accuracy": ((q_halt >= 0) == seq_correct).float(),
+        }
+        return Prediction(by_budget=by_budget, selected=selected if options.halt_by_q else None, extras=extras)
+
+    def default_budgets(self) -> list[int]:
+        """Every supervision step count from 1 to halt_max_steps."""
+        return list(range(1, self.model.config.halt_max_steps + 1))
+
+    def forward_flops_per_example(self) -> float:
+        """Analytic FLOPs of one supervision step without gradient."""
+        return self.model.forward_flops_per_example()
+
+    def train_flops_per_example(self) -> float:
+        """Analytic FLOPs of one training step (one supervision step, forward and backward)."""
+        return self.model.train_flops_per_example()
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Parameter counts; "embedding_parameters" holds the token, learned position and output tables."""
+        table_names = ("embed_tokens.", "embed_pos.", "lm_head.")
+        embedding = sum(p.numel() for name, p in self.model.named_parameters() if name.startswith(table_names))
+        total = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        puzzle = 0 if self.model.puzzle_emb is None else self.model.puzzle_emb.weights.numel()
+        return {"parameters": total - embedding, "embedding_parameters": embedding, "puzzle_embedding_parameters": puzzle}
+
+
+def _halted_metrics(
+    counted: Tensor,
+    token_accuracy: Tensor,
+    seq_correct: Tensor,
+    q_halt_logits: Tensor,
+    q_votes_halt: Tensor,
+    steps: Tensor,
+) -> dict[str, tuple[Tensor, Tensor]]:
+    """(sum, count) metrics over the `counted` slots; every argument is [B]."""
+    count = counted.sum().float()
+    voted = counted & q_votes_halt
+    correct = counted & seq_correct
+    return {
+        "accuracy": (torch.where(counted, token_accuracy, 0.0).sum().float(), count),
+        "exact_accuracy": (correct.sum().float(), count),
+        "q_halt_accuracy": ((counted & ((q_halt_logits >= 0) == seq_correct)).sum().float(), count),
+        "q_halt_precision": ((voted & seq_correct).sum().float(), voted.sum().float()),
+        "q_halt_recall": ((correct & q_votes_halt).sum().float(), correct.sum().float()),
+        "steps": (torch.where(counted, steps, 0).sum().float(), count),
+    }
