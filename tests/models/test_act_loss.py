@@ -17,6 +17,8 @@ from models.losses import (
 )
 from models.trm import ACTStepOutputs
 
+pytestmark = pytest.mark.usefixtures("trm_single_thread")
+
 # Logit of the predicted class in the hand-made outputs; the other classes get 0.
 PEAK = 5.0
 

@@ -10,6 +10,8 @@ import torch
 from models.losses import ACTEvalOptions
 from models.trm import TinyRecursiveReasoningModel, TRMConfig
 
+pytestmark = pytest.mark.usefixtures("trm_single_thread")
+
 # Sudoku at the sizes of the TRM paper (arXiv 2510.04871): 81 cells plus a 16-token puzzle prefix, vocabulary PAD, blank and 9 digits.
 SUDOKU_SEQ_LEN, SUDOKU_VOCAB, PREFIX = 81, 11, 16
 HIDDEN = 512
@@ -305,7 +307,7 @@ def test_same_seed_same_losses(trm_head, trm_batch, trm_rng):
     assert runs[0] == runs[1]
 
 
-def test_tiny_model_fits_sudoku4(trm_head, trm_sudoku4, trm_rng, trm_single_thread):
+def test_tiny_model_fits_sudoku4(trm_head, trm_sudoku4, trm_rng):
     """500 AdamW steps teach a 1-layer, 32-wide TRM to solve 8 fixed 4x4 Sudokus with 6 blanks each."""
     torch.manual_seed(0)
     head = trm_head(loss_type="stablemax_cross_entropy", expansion=4.0, halt_max_steps=3).train()
