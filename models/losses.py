@@ -34,7 +34,10 @@ def stablemax_cross_entropy(logits: Tensor, labels: Tensor, ignore_index: int = 
 
 
 def softmax_cross_entropy(logits: Tensor, labels: Tensor, ignore_index: int = IGNORE_LABEL) -> Tensor:
-    """Per-token softmax cross-entropy in float32. logits: [..., V]; labels: [...] int. Returns [...], 0 where ignored."""
+    """Per-token softmax cross-entropy in float32.
+
+    logits: [..., V] float; labels: [...] int. Returns [...] float32, 0 where labels == ignore_index.
+    """
     log_probs = torch.log_softmax(logits.float(), dim=-1)
     return _label_nll(log_probs, labels, ignore_index)
 
@@ -147,8 +150,9 @@ class ACTLossHead(LossHead):
                 steps=carry["steps"],
             )
             batch_size = torch.tensor(float(len(labels)), device=labels.device)
-            for name, value in (("lm_loss", lm_loss), ("q_halt_loss", q_halt_loss), ("q_continue_loss", q_continue_loss)):
-                metrics[name] = (value.detach().float(), batch_size)
+            metrics["lm_loss"] = (lm_loss.detach(), batch_size)
+            metrics["q_halt_loss"] = (q_halt_loss.detach(), batch_size)
+            metrics["q_continue_loss"] = (q_continue_loss.detach(), batch_size)
         return StepOutput(carry=carry, loss=loss, metrics=metrics)
 
     @torch.no_grad()
@@ -218,7 +222,11 @@ class ACTLossHead(LossHead):
         embedding = sum(p.numel() for name, p in self.model.named_parameters() if name.startswith(table_names))
         total = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         puzzle = 0 if self.model.puzzle_emb is None else self.model.puzzle_emb.weights.numel()
-        return {"parameters": total - embedding, "embedding_parameters": embedding, "puzzle_embedding_parameters": puzzle}
+        return {
+            "parameters": total - embedding,
+            "embedding_parameters": embedding,
+            "puzzle_embedding_parameters": puzzle,
+        }
 
 
 def _halted_metrics(

@@ -47,12 +47,17 @@ class TRMConfig(pydantic.BaseModel):
     hidden_size: int = Field(512, gt=0, description="Width D of every token vector.")
     num_heads: int = Field(8, gt=0, description="Attention heads, which must divide hidden_size.")
     expansion: float = Field(4.0, gt=0, description="SwiGLU width factor before the 2/3 rule and rounding to 256.")
-    H_cycles: int = Field(3, ge=1, description="H-cycles per supervision step (the paper's T); only the last has gradient.")
+    H_cycles: int = Field(
+        3, ge=1, description="H-cycles per supervision step (the paper's T); only the last has gradient."
+    )
     L_cycles: int = Field(6, ge=1, description="z_L updates per H-cycle (the paper's n).")
     L_layers: int = Field(2, ge=1, description="Blocks in the one network that every update runs.")
     halt_max_steps: int = Field(16, ge=1, description="Maximum supervision steps per example (the paper's N_sup).")
     halt_exploration_prob: float = Field(
-        0.1, ge=0.0, le=1.0, description="Per-example probability of a random minimum of 2..halt_max_steps steps in training."
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description="Per-example probability of a random minimum of 2..halt_max_steps steps in training.",
     )
     mlp_t: bool = Field(False, description="Mix tokens with a SwiGLU over the sequence axis instead of attention.")
     pos_encodings: Literal["rope", "learned", "none"] = Field(
@@ -62,7 +67,9 @@ class TRMConfig(pydantic.BaseModel):
     puzzle_emb_len: int = Field(
         16, ge=0, description="Prefix tokens holding the puzzle embedding; 0 means ceil(puzzle_emb_ndim / hidden_size)."
     )
-    forward_dtype: Literal["float32", "bfloat16"] = Field("bfloat16", description="Compute dtype; parameters stay fp32.")
+    forward_dtype: Literal["float32", "bfloat16"] = Field(
+        "bfloat16", description="Compute dtype; parameters stay fp32."
+    )
     rms_norm_eps: float = Field(1e-5, gt=0, description="Epsilon of the gain-free RMS norms.")
     rope_theta: float = Field(10000.0, gt=0, description="Base of the rotary frequencies.")
     no_ACT_continue: bool = Field(
@@ -147,7 +154,9 @@ class TinyRecursiveReasoningModel(nn.Module):
     def __init__(self, config: TRMConfig, metadata: PuzzleDatasetMetadata):
         super().__init__()
         if metadata.vocab_size < 1 or metadata.seq_len < 1:
-            raise ValueError(f"metadata needs vocab_size and seq_len >= 1, got {metadata.vocab_size}, {metadata.seq_len}")
+            raise ValueError(
+                f"metadata needs vocab_size and seq_len >= 1, got {metadata.vocab_size}, {metadata.seq_len}"
+            )
         if config.puzzle_emb_ndim > 0 and metadata.num_puzzle_identifiers < 1:
             raise ValueError("metadata has no puzzle identifiers but puzzle_emb_ndim > 0; set puzzle_emb_ndim=0")
         self.config = config

@@ -12,7 +12,8 @@ from models.trm import TinyRecursiveReasoningModel, TRMConfig
 
 pytestmark = pytest.mark.usefixtures("trm_single_thread")
 
-# Sudoku at the sizes of the TRM paper (arXiv 2510.04871): 81 cells plus a 16-token puzzle prefix, vocabulary PAD, blank and 9 digits.
+# Sudoku at the sizes of the TRM paper (arXiv 2510.04871): 81 cells plus a 16-token puzzle prefix, and a
+# vocabulary of PAD, blank and 9 digits.
 SUDOKU_SEQ_LEN, SUDOKU_VOCAB, PREFIX = 81, 11, 16
 HIDDEN = 512
 
