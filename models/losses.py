@@ -5,10 +5,15 @@ from typing import Literal
 import pydantic
 import torch
 import torch.nn.functional as F
+from flow_matching.loss import MixturePathGeneralizedKL
+from flow_matching.path import MixtureDiscreteProbPath
+from flow_matching.path.scheduler import PolynomialConvexScheduler
 from pydantic import ConfigDict, Field
 from torch import Tensor
 
 from dataset.common import PuzzleDatasetMetadata
+from models.dfm_sampling import answer_token_mask, cells_to_fill, euler_decode, greedy_decode, majority_vote
+from models.flow_matching import FlowMatchingTransformer
 from models.head import IGNORE_LABEL, Batch, Carry, GlobalBatchRandom, LossHead, Prediction, StepOutput
 from models.trm import TinyRecursiveReasoningModel
 
@@ -249,3 +254,185 @@ def _halted_metrics(
         "q_halt_recall": ((correct & q_votes_halt).sum().float(), correct.sum().float()),
         "steps": (torch.where(counted, steps, 0).sum().float(), count),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Discrete Flow Matching
+
+
+def sample_path(path: MixtureDiscreteProbPath, x_0: Tensor, x_1: Tensor, t: Tensor, uniforms: Tensor) -> Tensor:
+    """Sample x_t on the mixture path: x_0 where uniforms < sigma_t, else x_1.
+
+    This is `MixtureDiscreteProbPath.sample` (flow_matching 1.0.10) with the uniforms passed in rather
+    than drawn from the global RNG. x_0, x_1: [B, L] int64; t: [B] float; uniforms: [B, L] in [0, 1).
+    Returns x_t [B, L] int64.
+    """
+    sigma_t = path.scheduler(t).sigma_t[:, None]  # [B, 1]
+    return torch.where(uniforms < sigma_t, x_0, x_1)
+
+
+class DFMLossConfig(pydantic.BaseModel):
+    """The `arch.loss` keys of the Discrete Flow Matching head."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["discrete_flow_matching"] = Field(
+        "discrete_flow_matching", description="Registry name of this loss head."
+    )
+    loss_type: Literal["cross_entropy", "generalized_kl"] = Field(
+        "cross_entropy",
+        description="Per-cell loss: cross-entropy on x_1, or the path's generalized KL (weight "
+        "kappa_dot / (1 - kappa), the DFM ELBO term).",
+    )
+    t_max: float = Field(
+        1.0 - 1e-3,
+        gt=0.0,
+        lt=1.0,
+        description="Training times are drawn from U[0, t_max) and samplers stop at t_max; below 1 so the "
+        "generalized KL weight kappa_dot / (1 - kappa) stays finite.",
+    )
+    eval_sampler: Literal["greedy", "euler"] = Field(
+        "greedy", description="Sampler of periodic evaluation when the evaluation options name none."
+    )
+    eval_steps: int | None = Field(
+        None,
+        ge=1,
+        description="NFE budget of periodic evaluation. None means min(seq_len, 128): one cell per call on "
+        "grids of up to 128 cells (Sudoku), and 128 calls on larger grids (4 to 5 open cells per call on 30x30 "
+        "Maze-Hard, which has 493 to 649 open cells).",
+    )
+
+
+# Default NFE cap for large grids. 128 calls of the default 6-layer denoiser are 768 layer passes, the same
+# order as the 480 of TRM's maze setting (16 supervision steps of 3 cycles x 5 calls x 2 layers).
+MAX_DEFAULT_EVAL_STEPS = 128
+
+
+class DFMEvalOptions(pydantic.BaseModel):
+    """Evaluation options of `DiscreteFlowMatchingLossHead.predict`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sampler: Literal["greedy", "euler"] | None = Field(
+        None, description="Sampler; None uses the config's eval_sampler."
+    )
+    seed: int = Field(0, description="Seed of the Euler sampler and of the uniform-source greedy start state.")
+    num_samples: int = Field(
+        1,
+        ge=1,
+        description="Euler samples drawn at the largest budget and majority-voted into the prediction's "
+        "`selected` grid; 1 turns voting off. Per-budget grids stay single samples.",
+    )
+    batch_invariant: bool = Field(
+        True,
+        description="Greedy decoding runs the model one example at a time so that results do not depend on "
+        "the batch; False batches the calls (faster, but near-tied decisions can change with the batch).",
+    )
+
+
+class DiscreteFlowMatchingLossHead(LossHead):
+    """Discrete Flow Matching on a mixture path with kappa_t = t^n, conditioned on the puzzle.
+
+    Training: x_1 is the solution (labels; the inputs where labels are IGNORE_LABEL, i.e. PAD). The source
+    x_0 is MASK or a uniform answer token on supervised cells to fill and equals x_1 everywhere else.
+    Givens and PAD are therefore never noised. The loss covers supervised cells to fill only: per sequence the
+    mean over those cells, summed over the local batch.
+    """
+
+    config_class = DFMLossConfig
+    budget_name = "nfe"
+    eval_options_model = DFMEvalOptions
+
+    def __init__(self, model: FlowMatchingTransformer, config: DFMLossConfig, metadata: PuzzleDatasetMetadata):
+        super().__init__(model, config, metadata)
+        self.path = MixtureDiscreteProbPath(PolynomialConvexScheduler(n=model.config.scheduler_exponent))
+        self.generalized_kl = MixturePathGeneralizedKL(self.path, reduction="none")
+        self.register_buffer(
+            "answer_tokens", torch.tensor(model.task.answer_tokens, dtype=torch.int64), persistent=False
+        )
+        self.register_buffer("legal_tokens", answer_token_mask(model, torch.device("cpu")), persistent=False)
+
+    def initial_carry(self, batch: Batch) -> Carry | None:
+        return None
+
+    def forward(self, carry: Carry | None, batch: Batch, rng: GlobalBatchRandom) -> StepOutput:
+        """Draw t, x_0 and x_t from `rng` only, and return the summed loss with its metrics."""
+        inputs, labels = batch["inputs"], batch["labels"]
+        supervised = cells_to_fill(self.model.task, inputs) & (labels != IGNORE_LABEL)
+        x_1 = torch.where(labels == IGNORE_LABEL, inputs, labels)
+
+        t = rng.rand() * self.config.t_max  # [B]
+        uniforms = rng.rand(inputs.shape[1])  # [B, L]
+        if self.model.mask_token is not None:
+            noise = torch.full_like(x_1, self.model.mask_token)
+        else:
+            noise = self.answer_tokens[rng.randint(0, len(self.answer_tokens), inputs.shape[1])]
+        x_0 = torch.where(supervised, noise, x_1)
+        x_t = sample_path(self.path, x_0, x_1, t, uniforms)
+
+        logits = self.model(x_t=x_t, t=t, inputs=inputs, puzzle_identifiers=batch["puzzle_identifiers"])
+        if self.config.loss_type == "cross_entropy":
+            per_cell = F.cross_entropy(logits.transpose(1, 2), x_1, reduction="none")  # [B, L]
+        else:
+            per_cell = self.generalized_kl(logits, x_1, x_t, t)  # [B, L]
+        per_cell = torch.where(supervised, per_cell, 0.0)
+        cells = supervised.sum(1)
+        loss = (per_cell.sum(1) / cells.clamp(min=1)).sum()
+
+        with torch.no_grad():
+            prediction = logits.masked_fill(~self.legal_tokens, -torch.inf).argmax(-1)
+            noised = supervised & (uniforms < self.path.scheduler(t).sigma_t[:, None])
+            metrics = {
+                "loss": (loss.detach(), (cells > 0).sum().float()),
+                "one_step_denoise_accuracy": (((prediction == x_1) & noised).sum().float(), noised.sum().float()),
+            }
+        return StepOutput(carry=None, loss=loss, metrics=metrics)
+
+    @torch.no_grad()
+    def predict(self, batch: Batch, budgets: list[int] | None, options: DFMEvalOptions | None = None) -> Prediction:
+        """Decode grids at each NFE budget; `selected` is the majority vote when options.num_samples > 1.
+
+        Extras: "nfe_used/<budget>" (model calls per example) and, when voting, "vote_share" (fraction of
+        the samples equal to the voted grid) and "vote_nfe_used" (model calls of all voting samples).
+        """
+        options = options or DFMEvalOptions()
+        sampler = options.sampler or self.config.eval_sampler
+        budgets = budgets or self.default_budgets()
+        inputs, puzzle_identifiers = batch["inputs"], batch["puzzle_identifiers"]
+        by_budget, extras = {}, {}
+        for budget in budgets:
+            if sampler == "greedy":
+                grids, nfe = greedy_decode(
+                    self.model, inputs, puzzle_identifiers, budget, self.path, self.config.t_max,
+                    seed=options.seed, batch_invariant=options.batch_invariant,
+                )
+            else:
+                grids, nfe = euler_decode(
+                    self.model, inputs, puzzle_identifiers, budget, self.path, self.config.t_max, seed=options.seed
+                )
+            by_budget[budget], extras[f"nfe_used/{budget}"] = grids, nfe
+
+        selected = None
+        if options.num_samples > 1:
+            budget = max(budgets)
+            samples = [
+                euler_decode(self.model, inputs, puzzle_identifiers, budget, self.path, self.config.t_max, seed=seed)[0]
+                for seed in range(options.seed, options.seed + options.num_samples)
+            ]
+            selected, extras["vote_share"] = majority_vote(torch.stack(samples))
+            extras["vote_nfe_used"] = torch.full_like(extras[f"nfe_used/{budget}"], float(budget * options.num_samples))
+        return Prediction(by_budget=by_budget, selected=selected, extras=extras)
+
+    def default_budgets(self) -> list[int]:
+        steps = self.config.eval_steps or min(self.metadata.seq_len, MAX_DEFAULT_EVAL_STEPS)
+        return [steps]
+
+    def forward_flops_per_example(self) -> float:
+        return self.model.forward_flops_per_example()
+
+    def train_flops_per_example(self) -> float:
+        """Estimate one training step as 3 forward passes, because the backward pass costs about two."""
+        return 3.0 * self.model.forward_flops_per_example()
+
+    def parameter_counts(self) -> dict[str, int]:
+        return self.model.parameter_counts()
