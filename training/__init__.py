@@ -1,0 +1,1 @@
+"""Parts of the shared training loop: config, ranks, optimisers, EMA, checkpoints, logging."""
