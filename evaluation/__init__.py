@@ -1,0 +1,1 @@
+"""Scoring predicted grids and running evaluations over dataset splits."""
