@@ -6,6 +6,7 @@ A model class exposes `config_class` (its pydantic config, built from the `arch`
 """
 
 from models.flow_matching import FlowMatchingTransformer
+from models.head import LossHead
 from models.losses import ACTLossHead, DiscreteFlowMatchingLossHead
 from models.trm import TinyRecursiveReasoningModel
 
@@ -18,3 +19,9 @@ LOSS_HEADS = {
     "act": ACTLossHead,
     "discrete_flow_matching": DiscreteFlowMatchingLossHead,
 }
+
+
+def build_head(arch_name: str, model_config, loss_name: str, loss_config, metadata) -> LossHead:
+    """Build the model named `arch_name` and wrap it in the loss head named `loss_name`."""
+    model = MODELS[arch_name](model_config, metadata)
+    return LOSS_HEADS[loss_name](model, loss_config, metadata)
