@@ -189,6 +189,7 @@ def build_dataset(args: argparse.Namespace) -> None:
     """Write train, test and (with --val-size) val splits plus identifiers.json to args.output_dir."""
     task = SudokuTask(box_shape=args.box_shape)
     builder = recorded_arguments(args)
+    counts = {}
     with atomic_output_dir(args.output_dir, overwrite=args.overwrite) as staging:
         for split, puzzles in select_splits(args, *load_sources(args, task)).items():
             inputs, labels = puzzles.inputs, puzzles.labels
@@ -201,7 +202,9 @@ def build_dataset(args: argparse.Namespace) -> None:
                 group_size = args.num_aug + 1
             data = single_example_split(inputs, labels, group_size)
             write_split(staging, split, data, split_metadata(task, data, builder, puzzles.rows.sha256()))
+            counts[split] = data.num_examples
         write_identifiers(staging)
+    print(f"wrote {args.output_dir}: " + ", ".join(f"{split} {count:,} examples" for split, count in counts.items()))
 
 
 def select_splits(args: argparse.Namespace, train: SourcePuzzles, test: SourcePuzzles) -> dict[str, SourcePuzzles]:

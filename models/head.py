@@ -117,6 +117,10 @@ class LossHead(nn.Module, ABC):
         Runs without gradient; every prediction is a complete decoded grid, never a single denoising pass.
         """
 
+    def periodic_eval_options(self) -> pydantic.BaseModel:
+        """Evaluation options of the loop's periodic evaluation; `evaluate.py` starts from the option defaults."""
+        return self.eval_options_model()
+
     @abstractmethod
     def default_budgets(self) -> list[int]:
         """The budgets periodic evaluation reports (TRM: 1..halt_max_steps; DFM: the configured NFE)."""

@@ -301,6 +301,11 @@ class DFMLossConfig(pydantic.BaseModel):
         "grids of up to 128 cells (Sudoku), and 128 calls on larger grids (4 to 5 open cells per call on 30x30 "
         "Maze-Hard, which has 493 to 649 open cells).",
     )
+    eval_batch_invariant: bool = Field(
+        False,
+        description="Periodic evaluation decodes one example at a time, bit-identical to evaluate.py's default; "
+        "off by default because batched calls are several times faster and differ only on near-tied cells.",
+    )
 
 
 # Default NFE cap for large grids. 128 calls of the default 6-layer denoiser are 768 layer passes, the same
@@ -422,6 +427,10 @@ class DiscreteFlowMatchingLossHead(LossHead):
             selected, extras["vote_share"] = majority_vote(torch.stack(samples))
             extras["vote_nfe_used"] = torch.full_like(extras[f"nfe_used/{budget}"], float(budget * options.num_samples))
         return Prediction(by_budget=by_budget, selected=selected, extras=extras)
+
+    def periodic_eval_options(self) -> DFMEvalOptions:
+        """Batched greedy decoding unless the config asks for per-example calls (see eval_batch_invariant)."""
+        return DFMEvalOptions(batch_invariant=self.config.eval_batch_invariant)
 
     def default_budgets(self) -> list[int]:
         steps = self.config.eval_steps or min(self.metadata.seq_len, MAX_DEFAULT_EVAL_STEPS)

@@ -306,8 +306,8 @@ class Trainer:
         with context:
             for split, data in self.eval_data.items():
                 result = evaluate_split(
-                    self.head, data, self.device, max_examples=self.config.eval_max_examples,
-                    autocast_dtype=self.autocast_dtype,
+                    self.head, data, self.device, options=self.head.periodic_eval_options(),
+                    max_examples=self.config.eval_max_examples, autocast_dtype=self.autocast_dtype,
                 )
                 metrics = result.metrics
                 budget = max(metrics["budgets"])
