@@ -1,0 +1,1 @@
+"""Experiment drivers and the comparison report over training runs (`experiments.compare`)."""
