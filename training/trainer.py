@@ -232,8 +232,10 @@ class Trainer:
         """Train to `total_steps`, evaluating and checkpointing on schedule."""
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.json").write_text(json.dumps(self.run_config, indent=2, default=str))
             counts = self.head.parameter_counts()
+            # Model sizes go next to the config for reports (experiments.compare), not into checkpoints.
+            sizes = {"parameter_counts": counts, "train_flops_per_example": self.head.train_flops_per_example()}
+            (self.run_dir / "config.json").write_text(json.dumps({**self.run_config, **sizes}, indent=2, default=str))
             self.logger.message(
                 f"{self.arch.name}: {counts['parameters'] / 1e6:.2f}M parameters, {self.total_steps} steps of "
                 f"{self.config.global_batch_size} on {self.dist.world_size} x {self.device}, run dir {self.run_dir}"
