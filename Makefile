@@ -17,10 +17,10 @@ $(INSTALLED): requirements.txt
 test: $(INSTALLED)
 	$(PYTHON) -m pytest
 
+# TRM and DFM trained, evaluated and compared on CPU; the report goes to demo/report/report.md.
+# DATA=DIR runs the same pipeline on an existing dataset directory instead of generated 4x4 Sudoku.
 demo: $(INSTALLED)
-	$(PYTHON) -m dataset.build_sudoku_dataset --generate --box-shape 2x2 --subsample-size 200 \
-		--test-subsample-size 100 --num-aug 4 --output-dir demo/sudoku-4x4 --overwrite
-	$(PYTHON) -m dataset.inspect demo/sudoku-4x4 --render demo/sudoku-4x4.png
+	$(PYTHON) -m experiments.demo $(if $(DATA),--data $(DATA))
 
 bench: $(INSTALLED)
 	$(PYTHON) -m benchmarks.run
