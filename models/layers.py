@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.cpu_attention import scaled_dot_product_attention
+
 # Truncation at two standard deviations, as in JAX's truncated LeCun-normal initialiser.
 TRUNCATION = 2.0
 
@@ -78,14 +80,16 @@ class RotaryEmbedding(nn.Module):
 
 
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate x [B, H, L, Dh] by position with cos, sin [L, Dh]."""
+    """Rotate x [B, H, L, Dh] by position with cos, sin [L, Dh]: x * cos + rotate_half(x) * sin."""
     half = x.shape[-1] // 2
-    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
+    # rotate_half(x) * sin = cat(-x2, x1) * sin = roll(x, half) * cat(-sin1, sin2), bit for bit; the roll is
+    # one copy where the concatenation of a negated half takes two passes.
+    signed_sin = torch.cat([-sin[:, :half], sin[:, half:]], dim=-1)
+    return x * cos.to(x.dtype) + x.roll(half, dims=-1) * signed_sin.to(x.dtype)
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention with a fused, bias-free qkv projection and `scaled_dot_product_attention`."""
+    """Multi-head self-attention: a fused, bias-free qkv projection, rotary positions and fused attention."""
 
     def __init__(self, hidden_size: int, num_heads: int, causal: bool = False):
         super().__init__()
@@ -105,7 +109,7 @@ class Attention(nn.Module):
         if rotary is not None:
             cos, sin = rotary
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)  # [B, H, L, Dh]
+        out = scaled_dot_product_attention(q, k, v, causal=self.causal)  # [B, H, L, Dh]
         return self.o_proj(out.transpose(1, 2).reshape(batch, length, -1))
 
 
