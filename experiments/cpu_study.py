@@ -10,13 +10,16 @@ revealed to the same level. Maze cells: Maze-Hard 30x30 and generated 10x10 maze
 
 Each stage is skipped when its output exists (finished runs are detected by their last checkpoint), so an
 interrupted study continues where it stopped. `--dry-run` prints the commands instead of running them.
+Each run's output goes to `study.log` in its run directory.
 """
 
 import argparse
 import math
+import os
 import shlex
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +34,11 @@ ARCHITECTURES = {
     "trm": ("cpu_sudoku_trm", []),
     "dfm_mask": ("cpu_sudoku_dfm", ["arch.source=mask"]),
     "dfm_uniform": ("cpu_sudoku_dfm", ["arch.source=uniform"]),
+    # Ablation: DFM without the row/column/box embeddings, seeing only 1-D positions like TRM.
+    "dfm_mask_no_structure": ("cpu_sudoku_dfm", ["arch.source=mask", "arch.structure_embeddings=false"]),
 }
+# Variants that run only at the largest training-set size, to fit the CPU budget.
+LARGEST_SIZE_ONLY = ("dfm_uniform", "dfm_mask_no_structure")
 MAZE_ARCHITECTURES = {"trm": "cpu_maze_trm", "dfm_mask": "cpu_maze_dfm"}
 
 # Budgets of the final evaluation: TRM supervision steps; DFM NFE, 81 being one cell per call on 9x9.
@@ -60,11 +67,21 @@ def command_text(command: list[str]) -> str:
     return " ".join(shlex.quote(part) for part in command)
 
 
-def execute(command: list[str], dry_run: bool) -> None:
-    """Run `command` from the repository root, or only print it."""
+def execute(command: list[str], dry_run: bool, log_file: Path | None = None, threads: int | None = None) -> None:
+    """Run `command` from the repository root (output appended to `log_file` when given), or only print it."""
     print(f"$ {command_text(command)}", flush=True)
-    if not dry_run:
-        subprocess.run(command, cwd=REPO_ROOT, check=True)
+    if dry_run:
+        return
+    env = dict(os.environ)
+    if threads is not None:
+        env.setdefault("OMP_NUM_THREADS", str(threads))
+    env.setdefault("WANDB_MODE", "offline")
+    if log_file is None:
+        subprocess.run(command, cwd=REPO_ROOT, env=env, check=True)
+        return
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "a") as log:
+        subprocess.run(command, cwd=REPO_ROOT, env=env, check=True, stdout=log, stderr=subprocess.STDOUT)
 
 
 def build_sudoku(data_dir: Path, output: Path, level: str, size: int, dry_run: bool) -> Path:
@@ -128,11 +145,12 @@ def is_finished(run: Run, run_dir: Path) -> bool:
     return (run_dir / f"step_{total_steps}.pt").is_file()
 
 
-def run_and_evaluate(run: Run, runs_dir: Path, dry_run: bool) -> None:
+def run_and_evaluate(run: Run, runs_dir: Path, dry_run: bool, threads: int) -> str:
     """Train `run` unless finished, then evaluate its final checkpoint on the test split per sampler."""
     run_dir = runs_dir / run.dataset.name / run.name
+    log_file = run_dir / "study.log"
     if not is_finished(run, run_dir):
-        execute(train_command(run, run_dir), dry_run)
+        execute(train_command(run, run_dir), dry_run, log_file, threads)
     budgets = "[" + ",".join(str(b) for b in run.eval_budgets) + "]"
     for sampler in run.samplers:
         output = run_dir / (f"eval_test_{sampler}.json" if sampler else "eval_test.json")
@@ -140,7 +158,8 @@ def run_and_evaluate(run: Run, runs_dir: Path, dry_run: bool) -> None:
             continue
         command = [sys.executable, "evaluate.py", f"checkpoint={run_dir}", "split=test", f"steps={budgets}",
                    f"output={output}"]
-        execute(command + ([f"sampler={sampler}"] if sampler else []), dry_run)
+        execute(command + ([f"sampler={sampler}"] if sampler else []), dry_run, log_file, threads)
+    return f"{run.dataset.name}/{run.name}"
 
 
 def sudoku_runs(args: argparse.Namespace) -> list[Run]:
@@ -149,8 +168,8 @@ def sudoku_runs(args: argparse.Namespace) -> list[Run]:
         for size in args.sizes:
             dataset = build_sudoku(args.data_dir, args.output, level, size, args.dry_run)
             for arch in args.archs:
-                if arch == "dfm_uniform" and size != max(args.sizes):
-                    continue  # the source comparison runs at the largest size only, to fit the CPU budget
+                if arch in LARGEST_SIZE_ONLY and size != max(args.sizes):
+                    continue
                 preset, overrides = ARCHITECTURES[arch]
                 is_trm = arch == "trm"
                 for seed in args.seeds:
@@ -188,11 +207,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--archs", type=lambda s: s.split(","), default=list(ARCHITECTURES),
                         help=f"comma-separated variants from {', '.join(ARCHITECTURES)}")
     parser.add_argument("--seeds", type=lambda s: [int(v) for v in s.split(",")], default=[0])
-    parser.add_argument("--steps", type=int, default=3000, help="optimizer steps per Sudoku run (default 3000)")
+    parser.add_argument("--steps", type=int, default=2000, help="optimizer steps per Sudoku run (default 2000)")
     parser.add_argument("--batch-size", type=int, default=64, help="global batch of Sudoku runs (default 64)")
-    parser.add_argument("--maze-steps", type=int, default=400, help="optimizer steps per Maze-Hard run")
-    parser.add_argument("--maze-batch-size", type=int, default=32, help="global batch of maze runs")
+    parser.add_argument("--maze-steps", type=int, default=200, help="optimizer steps per Maze-Hard run")
+    parser.add_argument("--maze-batch-size", type=int, default=16, help="global batch of maze runs")
     parser.add_argument("--only", choices=("sudoku", "maze"), help="run one task family only")
+    parser.add_argument("--jobs", type=int, default=2, help="runs trained at the same time (default 2), "
+                        "each with cpu_count / jobs threads")
     parser.add_argument("--dry-run", action="store_true", help="print the commands without running them")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.archs) - set(ARCHITECTURES))
@@ -204,9 +225,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     runs_dir = args.output / "runs"
+    # Datasets are built here, one after the other, before any run starts.
     runs = ([] if args.only == "maze" else sudoku_runs(args)) + ([] if args.only == "sudoku" else maze_runs(args))
-    for run in runs:
-        run_and_evaluate(run, runs_dir, args.dry_run)
+    # TRM runs cost several times more per step than DFM runs; starting them first balances the workers.
+    runs.sort(key=lambda run: not run.preset.endswith("_trm"))
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = [pool.submit(run_and_evaluate, run, runs_dir, args.dry_run, threads) for run in runs]
+        for future in as_completed(futures):
+            print(f"finished {future.result()}", flush=True)
     execute([sys.executable, "-m", "experiments.compare", str(runs_dir), "--output", str(args.output / "report")],
             args.dry_run)
 
