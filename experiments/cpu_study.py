@@ -226,7 +226,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     runs_dir = args.output / "runs"
     # Datasets are built here, one after the other, before any run starts.
-    runs = ([] if args.only == "maze" else sudoku_runs(args)) + ([] if args.only == "sudoku" else maze_runs(args))
+    runs = []
+    if args.only != "maze":
+        runs += sudoku_runs(args)
+    if args.only != "sudoku":
+        runs += maze_runs(args)
     # TRM runs cost several times more per step than DFM runs; starting them first balances the workers.
     runs.sort(key=lambda run: not run.preset.endswith("_trm"))
     threads = max(1, (os.cpu_count() or 1) // args.jobs)

@@ -108,7 +108,7 @@ def _largest_divisor_at_most(number: int, limit: int) -> int:
 
 
 def format_validation_error(error: pydantic.ValidationError, prefix: str = "") -> str:
-    """One line per problem: `key.path: message`."""
+    """Format every problem as `key.path: message`, joined into one line."""
     lines = []
     for problem in error.errors():
         location = ".".join(str(part) for part in problem["loc"])
@@ -162,5 +162,5 @@ def load_pretrain_config(cfg: DictConfig | dict[str, Any]) -> PretrainConfig:
 
 
 def default_project_name(config: PretrainConfig) -> str:
-    """The dataset directory's name, like the reference's `<Dataset>-ACT-torch` without the suffix."""
+    """Name the project after the dataset directory, like the reference's `<Dataset>-ACT-torch` minus the suffix."""
     return Path(os.path.normpath(config.data_paths[0])).name or "puzzles"

@@ -12,7 +12,7 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class DistributedInfo:
-    """Where this process sits among the ranks, and its device."""
+    """Rank, world size and device of this process."""
 
     rank: int
     world_size: int

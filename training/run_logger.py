@@ -18,7 +18,7 @@ WANDB_ID_FILE = "wandb_run_id"
 
 
 def wandb_mode() -> str:
-    """The wandb mode: WANDB_MODE if set, else online with an API key configured, else offline.
+    """Choose the wandb mode: WANDB_MODE if set, else online with an API key configured, else offline.
 
     Offline runs never ask for a login; sync them later with `wandb sync <run dir>/wandb/offline-run-*`.
     """

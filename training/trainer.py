@@ -360,7 +360,7 @@ class _MetricWindow:
 
 
 def _git_commit() -> str | None:
-    """The repository's HEAD commit, recorded with each run for reproducibility."""
+    """Read the repository's HEAD commit, recorded with each run for reproducibility."""
     try:
         result = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
