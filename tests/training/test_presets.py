@@ -11,7 +11,8 @@ PRESETS = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "config"
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_preset_validates(preset, loop_config):
-    config = loop_config([f"+experiment={preset}"])
+    # Demo presets leave data_paths to their driver, so every preset gets one here.
+    config = loop_config([f"+experiment={preset}", "data_paths=[data/any]"])
     for device_type in ("cpu", "cuda"):
         spec = validate_arch(resolve_forward_dtype(config.arch, device_type))
         assert spec.name in ("trm", "flow_matching")
