@@ -2,8 +2,9 @@
 
 - TRM: 16 supervision steps from fresh latents, with the argmax grid of every step recorded (budgets
   1..16), attention variant, in fp32 and bf16.
-- DFM: greedy decoding (batched calls, as in periodic evaluation) and Euler sampling at a few NFE budgets,
-  in fp32 (the CPU default of `forward_dtype: auto`).
+- DFM: greedy decoding with batched model calls (as periodic evaluation runs it) and Euler sampling at a few
+  NFE budgets. At the largest budget also greedy decoding with one example per call (`batch_invariant`,
+  the default of evaluate.py). All DFM rows use fp32, the CPU default of `forward_dtype: auto`.
 
 Inference GFLOP per example is the head's analytic `inference_flops_per_example(budget)`.
 """
@@ -35,12 +36,19 @@ def measure_trm_evaluation(
 
 
 def measure_dfm_evaluation(
-    sampler: str, budget: int, batch_size: int, warmup: int, repeats: int, peak_gflops: float, size: str = "paper"
+    sampler: str,
+    budget: int,
+    batch_size: int,
+    warmup: int,
+    repeats: int,
+    peak_gflops: float,
+    size: str = "paper",
+    batch_invariant: bool = False,
 ) -> dict:
     """Time DFM predictions with `sampler` at an NFE budget, in fp32; the warm-up runs use one model call."""
-    options = DFMEvalOptions(sampler=sampler, seed=SEED, batch_invariant=False)
+    options = DFMEvalOptions(sampler=sampler, seed=SEED, batch_invariant=batch_invariant)
     row = _measure(Workload("dfm", size, "float32"), [budget], options, batch_size, warmup, repeats, peak_gflops)
-    row["sampler"] = sampler
+    row["sampler"] = f"{sampler}, one example per call" if batch_invariant else sampler
     return row
 
 

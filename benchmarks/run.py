@@ -69,7 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
                         help="sections to run after the machine peaks (default: all)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's choice, usually one per core)")
+                        help="torch CPU threads (default: torch's choice, usually one per core); 1 is much "
+                             "faster when other jobs share the cores")
     return parser.parse_args(argv)
 
 
@@ -89,12 +90,16 @@ def run_evaluation(plan: Plan, peaks: dict) -> list[dict]:
     for dtype in ("bfloat16", "float32"):
         rows.append(measure_trm_evaluation(dtype, batch_size, plan.warmup, plan.repeats, peaks[dtype]["peak_gflops"]))
         print_progress(f"trm {dtype}", rows[-1])
+    fp32_peak = peaks["float32"]["peak_gflops"]
     for sampler in DFM_SAMPLERS:
         for budget in DFM_NFE_BUDGETS:
-            rows.append(measure_dfm_evaluation(
-                sampler, budget, batch_size, plan.warmup, plan.repeats, peaks["float32"]["peak_gflops"]
-            ))
+            rows.append(measure_dfm_evaluation(sampler, budget, batch_size, plan.warmup, plan.repeats, fp32_peak))
             print_progress(f"dfm {sampler} {budget} nfe", rows[-1])
+    budget = max(DFM_NFE_BUDGETS)
+    rows.append(measure_dfm_evaluation(
+        "greedy", budget, batch_size, plan.warmup, plan.repeats, fp32_peak, batch_invariant=True
+    ))
+    print_progress(f"dfm greedy {budget} nfe, one example per call", rows[-1])
     return rows
 
 

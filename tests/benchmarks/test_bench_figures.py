@@ -49,11 +49,14 @@ def test_trm_evaluation_row_flops():
     assert row["gflops"]["median"] == pytest.approx(row["examples_per_second"]["median"] * row["gflop_per_example"])
 
 
-@pytest.mark.parametrize("sampler", ["greedy", "euler"])
-def test_dfm_evaluation_row_flops(sampler):
-    row = measure_dfm_evaluation(sampler, 4, batch_size=2, warmup=1, repeats=1, peak_gflops=PEAK_GFLOPS, size="tiny")
+@pytest.mark.parametrize("sampler, batch_invariant", [("greedy", False), ("euler", False), ("greedy", True)])
+def test_dfm_evaluation_row_flops(sampler, batch_invariant):
+    row = measure_dfm_evaluation(
+        sampler, 4, batch_size=2, warmup=1, repeats=1, peak_gflops=PEAK_GFLOPS, size="tiny",
+        batch_invariant=batch_invariant,
+    )
     head = build_workload_head(Workload("dfm", "tiny", "float32"))
-    assert row["sampler"] == sampler
+    assert row["sampler"].startswith(sampler)
     assert row["gflop_per_example"] * 1e9 == pytest.approx(4 * head.forward_flops_per_example(), rel=1e-12)
 
 
