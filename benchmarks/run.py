@@ -33,6 +33,8 @@ from benchmarks.machine import describe_machine, load_average
 from benchmarks.training import TRAINING_WORKLOADS, measure_training, training_batch_size
 
 SECTIONS = ("datasets", "checkers", "training", "evaluation")
+# A 1-minute load average this high before the benchmark starts means other jobs occupy about one CPU.
+BUSY_LOAD_AVERAGE = 1.0
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,15 @@ def print_progress(name: str, row: dict) -> None:
     print(f"  {name}: {row['examples_per_second']['median']:.3g} examples/s", flush=True)
 
 
+def warn_if_busy(load: list[float] | None, threads: int) -> None:
+    """Print a warning when other jobs were using at least one CPU as the run started."""
+    if load is None or load[0] < BUSY_LOAD_AVERAGE:
+        return
+    advice = " On shared cores --threads 1 can be several times faster (docs/performance.md)." if threads > 1 else ""
+    print(f"warning: load average {load[0]:.1f} at start: other jobs are using the CPUs, so figures will be "
+          f"low and noisy.{advice}", flush=True)
+
+
 def git_commit() -> str | None:
     """Return the HEAD commit of the checkout the benchmark runs from, or None outside a git checkout."""
     try:
@@ -139,6 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     print("== machine", flush=True)
     results["machine"] = describe_machine(plan.quick)
     print(report.machine_table(results["machine"]), flush=True)
+    warn_if_busy(results["run"]["load_average_at_start"], torch.get_num_threads())
     peaks = results["machine"]["cpu_matmul"]
 
     runners = {

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.run import DEFAULT_PLAN, QUICK_PLAN, SECTIONS, parse_args
+from benchmarks.run import DEFAULT_PLAN, QUICK_PLAN, SECTIONS, parse_args, warn_if_busy
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,3 +41,16 @@ def test_quick_plan_does_less():
         assert getattr(QUICK_PLAN, name) <= getattr(DEFAULT_PLAN, name), name
     assert DEFAULT_PLAN.repeats >= 3
     assert DEFAULT_PLAN.warmup >= 1
+
+
+def test_busy_machine_warning(capsys):
+    warn_if_busy([2.5, 2.0, 1.0], threads=2)
+    output = capsys.readouterr().out
+    assert "load average 2.5" in output
+    assert "--threads 1" in output
+
+
+def test_idle_machine_no_warning(capsys):
+    warn_if_busy([0.2, 0.1, 0.1], threads=2)
+    warn_if_busy(None, threads=2)
+    assert capsys.readouterr().out == ""
