@@ -39,14 +39,14 @@ DFM_SIZES = {
     "tiny": dict(hidden_size=128, num_heads=4, num_layers=2),
 }
 
-Model = Literal["trm", "trm_mlp_t", "dfm"]
+ModelName = Literal["trm", "trm_mlp_t", "dfm"]
 
 
 @dataclass(frozen=True)
 class Workload:
     """One model configuration to time."""
 
-    model: Model
+    model: ModelName
     size: Literal["paper", "tiny"]
     dtype: Literal["float32", "bfloat16"]
 
