@@ -5,6 +5,7 @@ one supervision step of the rows in flight). Gradients are summed over ranks wit
 the global batch size, so any number of processes computes the same update.
 """
 
+import fcntl
 import json
 import logging
 import math
@@ -66,6 +67,7 @@ class Trainer:
         self.ema = EMA(self.head, config.ema_rate) if config.ema else None
 
         self.start_step, self.carry, self.wall_time_before = 0, None, 0.0
+        self._lock_run_dir()
         self._restore()
         self.logger = RunLogger(self.run_dir, self.run_config, dist_info.is_main, self.total_steps, self.start_step)
 
@@ -149,6 +151,20 @@ class Trainer:
         self.autocast_dtype = torch.bfloat16 if self.device.type == "cuda" and self.forward_dtype == torch.bfloat16 else None
 
     # ------------------------------------------------------------------------------------ checkpoints
+
+    def _lock_run_dir(self) -> None:
+        """Hold an exclusive lock on the run directory until this process exits (rank 0 only).
+
+        Two trainers writing one run directory would interleave metrics and overwrite each other's checkpoints.
+        """
+        if not self.dist.is_main:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(self.run_dir / ".lock", "w")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"{self.run_dir} is in use by another training process; wait for it or stop it") from None
 
     def _restore(self) -> None:
         """Resume from the newest checkpoint, or initialise weights from `load_checkpoint`."""
@@ -260,6 +276,8 @@ class Trainer:
                 self.save(self.total_steps)
         finally:
             self.logger.close()
+            if self.dist.is_main:
+                self._lock_file.close()
 
     def _train_step(self, step: int, batch_np: dict, window: "_MetricWindow") -> None:
         config, dist = self.config, self.dist

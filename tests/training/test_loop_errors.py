@@ -89,3 +89,11 @@ def test_cli_prints_one_line_and_exits_2(loop_script, tmp_path):
     assert len(lines) == 1
     assert lines[0].startswith("error: ")
     assert "no-such-data" in lines[0]
+
+
+def test_second_trainer_on_same_run_dir_rejected(loop_config, loop_sudoku4, tmp_path):
+    overrides = TINY_TRM + base(loop_sudoku4, tmp_path / "run")
+    first = build_trainer(loop_config(overrides))
+    with pytest.raises(ConfigError, match="in use by another training process"):
+        build_trainer(loop_config(overrides))
+    first._lock_file.close()
