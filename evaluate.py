@@ -21,15 +21,18 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pydantic
 import torch
+import yaml
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from dataset.common import DatasetError, PuzzleDatasetMetadata
 from dataset.puzzle_dataset import PuzzleDataset
+from dataset.tasks import check_same_task
 from evaluation.report_files import save_budget_curve, save_prediction_figure
 from evaluation.runner import evaluate_split
 from models.head import IGNORE_LABEL
@@ -41,6 +44,9 @@ from training.distributed import DistributedInfo, distributed_context
 log = logging.getLogger("evaluate")
 
 
+Budget = Annotated[int, pydantic.Field(strict=True, gt=0)]
+
+
 class EvaluateConfig(pydantic.BaseModel):
     """Keys of evaluate.py itself; other keys go to the loss head's evaluation options."""
 
@@ -48,9 +54,9 @@ class EvaluateConfig(pydantic.BaseModel):
 
     checkpoint: str
     data_path: str | None = None
-    split: str = "test"
+    split: Literal["train", "val", "test"] = "test"
     max_examples: int | None = pydantic.Field(None, gt=0)
-    steps: int | list[int] | None = None
+    steps: Budget | list[Budget] | None = None
     output: str | None = None
     device: str = "auto"
     forward_dtype: str = "auto"
@@ -58,13 +64,30 @@ class EvaluateConfig(pydantic.BaseModel):
     global_batch_size: int = pydantic.Field(256, gt=0)
     figure_examples: int = pydantic.Field(8, ge=0)
 
+    @pydantic.field_validator("steps")
+    @classmethod
+    def _sorted_budgets(cls, value: int | list[int] | None) -> list[int] | None:
+        if isinstance(value, list) and not value:
+            raise ValueError("must list at least one budget, e.g. steps=[1,2,4]")
+        return sorted(set([value] if isinstance(value, int) else value)) if value is not None else None
+
+    @pydantic.field_validator("output")
+    @classmethod
+    def _json_output(cls, value: str | None) -> str | None:
+        if value is not None and (not value.endswith(".json") or Path(value).is_dir()):
+            raise ValueError(f"{value} must be a .json file path (the .npz and .png files are written beside it)")
+        return value
+
 
 def parse_arguments(argv: list[str]) -> tuple[EvaluateConfig, dict[str, Any]]:
     """Split `key=value` arguments into evaluate.py keys and loss-head options."""
     malformed = [arg for arg in argv if "=" not in arg]
     if malformed:
         raise ConfigError(f"arguments must be key=value, got {' '.join(malformed)}")
-    values = OmegaConf.to_container(OmegaConf.from_dotlist(argv), resolve=True)
+    try:
+        values = OmegaConf.to_container(OmegaConf.from_dotlist(argv), resolve=True)
+    except (OmegaConfBaseException, yaml.YAMLError) as error:
+        raise ConfigError(f"invalid arguments: {str(error).splitlines()[0]}") from None
     own_keys = set(EvaluateConfig.model_fields)
     options = {key: value for key, value in values.items() if key not in own_keys}
     try:
@@ -79,14 +102,24 @@ def build_from_checkpoint(state: dict[str, Any], config: EvaluateConfig, device:
     arch = dict(state["config"]["arch"])
     arch["forward_dtype"] = config.forward_dtype
     spec = validate_arch(resolve_forward_dtype(arch, device.type))
-    metadata = PuzzleDatasetMetadata.model_validate(state["metadata"])
+    try:
+        metadata = PuzzleDatasetMetadata.model_validate(state["metadata"])
+    except pydantic.ValidationError as error:
+        raise CheckpointError(f"{state['path']}: invalid dataset metadata: {format_validation_error(error)}") from None
     head = build_head(spec.name, spec.model, spec.loss_name, spec.loss, metadata)
-    head.load_state_dict(state["model"])
-    if config.use_ema and state.get("ema"):
-        parameters = dict(head.named_parameters())
-        with torch.no_grad():
-            for name, value in state["ema"].items():
-                parameters[name].copy_(value)
+    try:
+        head.load_state_dict(state["model"])
+        if config.use_ema and state.get("ema"):
+            ema = state["ema"]
+            parameters = dict(head.named_parameters())
+            if set(ema) != set(parameters):
+                raise RuntimeError(f"EMA names {sorted(set(ema) ^ set(parameters))[:3]} do not match the model")
+            with torch.no_grad():
+                for name, value in ema.items():
+                    parameters[name].copy_(value)
+    except RuntimeError as error:
+        first_line = str(error).strip().splitlines()[-1].strip()
+        raise CheckpointError(f"{state['path']}: weights do not fit the model in its config: {first_line}") from None
     return head.to(device), spec, metadata
 
 
@@ -104,16 +137,15 @@ def evaluate(config: EvaluateConfig, options: dict[str, Any], dist_info: Distrib
         ) from None
 
     data_path = config.data_path or (state["config"].get("data_paths_test") or state["config"]["data_paths"])[0]
-    dataset = PuzzleDataset(
-        data_path, config.split, global_batch_size=config.global_batch_size,
-        rank=dist_info.rank, world_size=dist_info.world_size, seed=0,
-    )
-    if (dataset.metadata.seq_len, dataset.metadata.vocab_size) != (train_metadata.seq_len, train_metadata.vocab_size):
-        raise DatasetError(
-            f"{data_path}: seq_len {dataset.metadata.seq_len} / vocab {dataset.metadata.vocab_size} differ from the "
-            f"checkpoint's training data ({train_metadata.seq_len} / {train_metadata.vocab_size}); use a dataset of the same task"
+    try:
+        dataset = PuzzleDataset(
+            data_path, config.split, global_batch_size=config.global_batch_size,
+            rank=dist_info.rank, world_size=dist_info.world_size, seed=0,
         )
-    budgets = [config.steps] if isinstance(config.steps, int) else config.steps
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    check_same_task(train_metadata, dataset.metadata, f"{data_path} ({config.split})")
+    budgets = config.steps
     autocast = torch.bfloat16 if dist_info.device.type == "cuda" and spec.model.forward_dtype == "bfloat16" else None
     result = evaluate_split(
         head, dataset, dist_info.device, budgets=budgets, options=eval_options,

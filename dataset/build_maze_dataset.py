@@ -58,6 +58,13 @@ class MazeSource:
     source_sha256: str
 
 
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse and check the command line; invalid combinations exit with status 2."""
     parser = argparse.ArgumentParser(prog="python -m dataset.build_maze_dataset", description=__doc__.splitlines()[0])
@@ -90,7 +97,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     output.add_argument(
         "--val-size", type=int, default=0, help="training puzzles moved to a val split before augmentation"
     )
-    output.add_argument("--seed", type=int, default=0, help="seed of every random choice")
+    output.add_argument("--seed", type=non_negative_int, default=0, help="seed of every random choice (>= 0)")
 
     generator = parser.add_argument_group("generator (with --generate)")
     generator.add_argument("--size", type=int, help=f"side of the square grid in cells (default {DEFAULT_SIZE})")
@@ -312,7 +319,8 @@ def build(args: argparse.Namespace) -> Path:
 
     output_dir = args.output_dir or Path("data") / default_output_name(args, task)
     record = builder_record(args)
-    with atomic_output_dir(output_dir, overwrite=args.overwrite) as staging:
+    inputs = [path for path in (args.train_csv, args.test_csv) if path is not None]
+    with atomic_output_dir(output_dir, overwrite=args.overwrite, inputs=inputs) as staging:
         for split, (data, source_sha256) in splits.items():
             write_split(staging, split, data, split_metadata(task, data, record, source_sha256))
         write_identifiers(staging)

@@ -190,7 +190,8 @@ def build_dataset(args: argparse.Namespace) -> None:
     task = SudokuTask(box_shape=args.box_shape)
     builder = recorded_arguments(args)
     counts = {}
-    with atomic_output_dir(args.output_dir, overwrite=args.overwrite) as staging:
+    inputs = [path for path in (args.train_csv, args.test_csv) if path is not None]
+    with atomic_output_dir(args.output_dir, overwrite=args.overwrite, inputs=inputs) as staging:
         for split, puzzles in select_splits(args, *load_sources(args, task)).items():
             inputs, labels = puzzles.inputs, puzzles.labels
             if args.reveal_to is not None:
@@ -270,7 +271,7 @@ def download_csv(repo_id: str, filename: str) -> Path:
 
     try:
         return Path(huggingface_hub.hf_hub_download(repo_id, filename, repo_type="dataset"))
-    except (huggingface_hub.errors.HfHubHTTPError, huggingface_hub.errors.LocalEntryNotFoundError) as error:
+    except (OSError, huggingface_hub.errors.HFValidationError) as error:
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise DatasetError(
             f"{repo_id}/{filename}: download failed ({first_line}); "

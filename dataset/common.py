@@ -48,17 +48,17 @@ class PuzzleDatasetMetadata(pydantic.BaseModel):
     reference builders lack the extras, and `dataset.tasks.task_from_metadata` infers the task instead.
     """
 
-    model_config = pydantic.ConfigDict(extra="ignore")
+    model_config = pydantic.ConfigDict(extra="ignore", allow_inf_nan=False)
 
-    pad_id: int
+    pad_id: int = pydantic.Field(ge=0)
     ignore_label_id: int | None
-    blank_identifier_id: int
-    vocab_size: int
-    seq_len: int
-    num_puzzle_identifiers: int
-    total_groups: int
-    mean_puzzle_examples: float
-    total_puzzles: int
+    blank_identifier_id: int = pydantic.Field(ge=0)
+    vocab_size: int = pydantic.Field(gt=0)
+    seq_len: int = pydantic.Field(gt=0)
+    num_puzzle_identifiers: int = pydantic.Field(gt=0)
+    total_groups: int = pydantic.Field(ge=0)
+    mean_puzzle_examples: float = pydantic.Field(gt=0)
+    total_puzzles: int = pydantic.Field(ge=0)
     sets: list[str]
 
     task: str | None = None
@@ -66,6 +66,17 @@ class PuzzleDatasetMetadata(pydantic.BaseModel):
     box_shape: tuple[int, int] | None = None
     builder: dict[str, Any] | None = None
     source_sha256: str | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _check_ids(self) -> "PuzzleDatasetMetadata":
+        if self.pad_id >= self.vocab_size:
+            raise ValueError(f"pad_id {self.pad_id} is outside the vocab of size {self.vocab_size}")
+        if self.blank_identifier_id >= self.num_puzzle_identifiers:
+            raise ValueError(
+                f"blank_identifier_id {self.blank_identifier_id} is not below num_puzzle_identifiers "
+                f"{self.num_puzzle_identifiers}"
+            )
+        return self
 
 
 @dataclass
@@ -83,6 +94,14 @@ class PuzzleSplit:
             raise DatasetError(
                 f"inputs {self.inputs.shape} and labels {self.labels.shape} must be equal 2-D shapes"
             )
+        for name in ARRAY_NAMES:
+            array = getattr(self, name)
+            if not np.issubdtype(array.dtype, np.integer):
+                raise DatasetError(f"{name} has dtype {array.dtype}, expected integer token ids or offsets")
+            if name not in ("inputs", "labels") and array.ndim != 1:
+                raise DatasetError(f"{name} has shape {array.shape}, expected a 1-D array")
+        if len(self.group_indices) == 0 or len(self.puzzle_indices) == 0:
+            raise DatasetError("group_indices and puzzle_indices must hold at least the offset 0")
         num_puzzles = len(self.puzzle_identifiers)
         if len(self.puzzle_indices) != num_puzzles + 1 or self.puzzle_indices[-1] != len(self.inputs):
             raise DatasetError(
@@ -207,37 +226,38 @@ def read_puzzle_csv(path: str | os.PathLike) -> CsvRows:
     and line for a missing file, an empty file, a missing column, a short row or a bad rating.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DatasetError(f"{path}: is a directory, expected a CSV file")
     if not path.is_file():
         raise DatasetError(f"{path}: file not found")
 
     sources, questions, answers, ratings, line_numbers = [], [], [], [], []
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None:
-            raise DatasetError(f"{path}: file is empty, expected a header source,question,answer,rating")
-        header = [name.strip() for name in header]
-        missing = [name for name in REQUIRED_COLUMNS if name not in header]
-        if missing:
-            raise DatasetError(
-                f"{path}:1: missing column {', '.join(missing)} in header {','.join(header)}"
-            )
-        columns = {name: header.index(name) for name in header}
-        for row in reader:
-            line = reader.line_num
-            if not row:
-                continue
-            if len(row) != len(header):
-                raise DatasetError(f"{path}:{line}: expected {len(header)} fields, found {len(row)}")
-            questions.append(row[columns["question"]])
-            answers.append(row[columns["answer"]])
-            sources.append(row[columns["source"]] if "source" in columns else "")
-            rating = row[columns["rating"]] if "rating" in columns else "-1"
-            try:
-                ratings.append(float(rating))
-            except ValueError:
-                raise DatasetError(f"{path}:{line}: rating {rating!r} is not a number") from None
-            line_numbers.append(line)
+    line = 1
+    try:
+        # utf-8-sig drops a byte-order mark, which would otherwise become part of the first column's name.
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header is None:
+                raise DatasetError(f"{path}: file is empty, expected a header source,question,answer,rating")
+            columns = _header_columns(path, header)
+            for row in reader:
+                line = reader.line_num
+                if not row:
+                    continue
+                if len(row) != len(header):
+                    raise DatasetError(f"{path}:{line}: expected {len(header)} fields, found {len(row)}")
+                questions.append(row[columns["question"]])
+                answers.append(row[columns["answer"]])
+                sources.append(row[columns["source"]] if "source" in columns else "")
+                ratings.append(_parse_rating(path, line, row[columns["rating"]] if "rating" in columns else "-1"))
+                line_numbers.append(line)
+    except UnicodeDecodeError as error:
+        raise DatasetError(f"{path}: not UTF-8 text (byte {error.start} of a line near line {line})") from None
+    except csv.Error as error:
+        raise DatasetError(f"{path}:{line + 1}: malformed CSV ({error})") from None
+    except OSError as error:
+        raise DatasetError(f"{path}: cannot read file ({error.strerror})") from None
 
     if not questions:
         raise DatasetError(f"{path}: file has a header but no puzzle rows")
@@ -249,6 +269,27 @@ def read_puzzle_csv(path: str | os.PathLike) -> CsvRows:
         ratings=np.asarray(ratings, dtype=np.float64),
         line_numbers=np.asarray(line_numbers, dtype=np.int64),
     )
+
+
+def _header_columns(path: Path, header: list[str]) -> dict[str, int]:
+    header = [name.strip() for name in header]
+    missing = [name for name in REQUIRED_COLUMNS if name not in header]
+    if missing:
+        raise DatasetError(f"{path}:1: missing column {', '.join(missing)} in header {','.join(header)}")
+    duplicated = sorted({name for name in header if header.count(name) > 1})
+    if duplicated:
+        raise DatasetError(f"{path}:1: column {', '.join(duplicated)} appears more than once in the header")
+    return {name: header.index(name) for name in header}
+
+
+def _parse_rating(path: Path, line: int, text: str) -> float:
+    try:
+        rating = float(text)
+    except ValueError:
+        raise DatasetError(f"{path}:{line}: rating {text!r} is not a number") from None
+    if not np.isfinite(rating):
+        raise DatasetError(f"{path}:{line}: rating {text!r} is not a finite number")
+    return rating
 
 
 def strings_to_array(rows: CsvRows, column: str, length: int, alphabet: str) -> np.ndarray:
@@ -310,15 +351,24 @@ def read_metadata(dataset_dir: str | os.PathLike, split: str) -> PuzzleDatasetMe
     if not path.is_file():
         raise DatasetError(f"{path}: file not found; build the dataset with python -m dataset.build_*_dataset")
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             return PuzzleDatasetMetadata.model_validate(json.load(f))
-    except (json.JSONDecodeError, pydantic.ValidationError) as error:
-        first_line = str(error).splitlines()[0]
-        raise DatasetError(f"{path}: invalid metadata: {first_line}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DatasetError(f"{path}: not valid JSON ({error})") from None
+    except pydantic.ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in problem['loc']) or 'metadata'}: {problem['msg']}"
+            for problem in error.errors()
+        )
+        raise DatasetError(f"{path}: invalid metadata: {problems}") from None
 
 
 def read_split(dataset_dir: str | os.PathLike, split: str, mmap: bool = True) -> tuple[PuzzleDatasetMetadata, PuzzleSplit]:
-    """Load one split: metadata plus arrays (inputs and labels memory-mapped when `mmap`)."""
+    """Load one split: metadata plus arrays (inputs and labels memory-mapped when `mmap`).
+
+    Raises DatasetError for missing or unreadable files and for arrays that disagree with each other or
+    with dataset.json.
+    """
     metadata = read_metadata(dataset_dir, split)
     split_dir = Path(dataset_dir) / split
     arrays = {}
@@ -329,17 +379,34 @@ def read_split(dataset_dir: str | os.PathLike, split: str, mmap: bool = True) ->
         mode = "r" if mmap and name in ("inputs", "labels") else None
         try:
             arrays[name] = np.load(path, mmap_mode=mode, allow_pickle=False)
-        except ValueError as error:
+        except (ValueError, EOFError, OSError) as error:
             raise DatasetError(f"{path}: not a valid .npy file ({error})") from None
     try:
         data = PuzzleSplit(**arrays)
     except DatasetError as error:
         raise DatasetError(f"{split_dir}: {error}") from None
+    _check_split_against_metadata(split_dir, data, metadata)
+    return metadata, data
+
+
+def _check_split_against_metadata(split_dir: Path, data: PuzzleSplit, metadata: PuzzleDatasetMetadata) -> None:
     if data.inputs.shape[1] != metadata.seq_len:
         raise DatasetError(
             f"{split_dir}: inputs have {data.inputs.shape[1]} columns but dataset.json says seq_len {metadata.seq_len}"
         )
-    return metadata, data
+    if data.num_examples == 0:
+        raise DatasetError(f"{split_dir}: split has no examples")
+    if data.num_groups != metadata.total_groups:
+        raise DatasetError(
+            f"{split_dir}: group_indices has {data.num_groups} groups but dataset.json says total_groups "
+            f"{metadata.total_groups}"
+        )
+    identifiers = data.puzzle_identifiers
+    if len(identifiers) and (identifiers.min() < 0 or identifiers.max() >= metadata.num_puzzle_identifiers):
+        raise DatasetError(
+            f"{split_dir}: puzzle identifiers span [{identifiers.min()}, {identifiers.max()}] but dataset.json "
+            f"says num_puzzle_identifiers {metadata.num_puzzle_identifiers}"
+        )
 
 
 def available_splits(dataset_dir: str | os.PathLike) -> list[str]:
@@ -348,17 +415,27 @@ def available_splits(dataset_dir: str | os.PathLike) -> list[str]:
 
 
 @contextmanager
-def atomic_output_dir(output_dir: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+def atomic_output_dir(
+    output_dir: str | os.PathLike,
+    overwrite: bool = False,
+    inputs: list[str | os.PathLike] | None = None,
+    marker: str = "identifiers.json",
+) -> Iterator[Path]:
     """Yield a temporary directory that replaces `output_dir` only if the block finishes.
 
     On any error the temporary directory is removed and `output_dir` is left as it was. An existing
-    non-empty `output_dir` is rejected unless `overwrite` is set.
+    non-empty `output_dir` is rejected unless `overwrite` is set, and even then only when it holds the
+    `marker` file of an earlier output (a dataset's identifiers.json by default) and none of the `inputs`
+    files, so a mistyped path cannot delete unrelated files.
     """
     output_dir = Path(output_dir)
-    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
-        raise DatasetError(f"{output_dir}: output directory exists and is not empty; pass --overwrite to replace it")
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
+    _check_replaceable(output_dir, overwrite, [Path(path) for path in inputs or []], marker)
+    try:
+        output_dir.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_staging(output_dir)
+        staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-{os.getpid()}-", dir=output_dir.parent))
+    except OSError as error:
+        raise DatasetError(f"{output_dir}: cannot create the output directory ({error.strerror})") from None
     # mkdtemp creates the directory owner-only; give the dataset the usual permissions instead.
     umask = os.umask(0)
     os.umask(umask)
@@ -376,6 +453,37 @@ def atomic_output_dir(output_dir: str | os.PathLike, overwrite: bool = False) ->
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _check_replaceable(output_dir: Path, overwrite: bool, inputs: list[Path], marker: str) -> None:
+    if output_dir.exists() and not output_dir.is_dir():
+        raise DatasetError(f"{output_dir}: output path exists and is not a directory")
+    resolved = output_dir.resolve()
+    if resolved == Path.cwd().resolve() or resolved in Path.cwd().resolve().parents:
+        raise DatasetError(f"{output_dir}: output directory is the current directory or one of its parents")
+    if not output_dir.exists() or not any(output_dir.iterdir()):
+        return
+    if not overwrite:
+        raise DatasetError(f"{output_dir}: output directory exists and is not empty; pass --overwrite to replace it")
+    if not (output_dir / marker).is_file():
+        raise DatasetError(f"{output_dir}: --overwrite only replaces an earlier output, and this directory has no {marker}")
+    for path in inputs:
+        if resolved in path.resolve().parents:
+            raise DatasetError(f"{output_dir}: --overwrite would delete the input file {path}")
+
+
+def _remove_stale_staging(output_dir: Path) -> None:
+    """Delete staging directories of earlier builds of `output_dir` whose process no longer runs."""
+    for stale in output_dir.parent.glob(f".{output_dir.name}.tmp-*-*"):
+        pid_text = stale.name.removeprefix(f".{output_dir.name}.tmp-").split("-", 1)[0]
+        if not pid_text.isdigit() or int(pid_text) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            shutil.rmtree(stale, ignore_errors=True)
+        except PermissionError:
+            pass  # a live process of another user
 
 
 def split_metadata(

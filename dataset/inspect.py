@@ -8,6 +8,7 @@ Exits with status 2 and a one-line message when DIR or the split is missing or i
 """
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from dataset.common import DatasetError, PuzzleDatasetMetadata, PuzzleSplit, PuzzleTask, available_splits
-from dataset.puzzle_dataset import BUILD_HINT, build_task, read_dataset_split
+from dataset.puzzle_dataset import BUILD_HINT, PuzzleDataset
 from dataset.render import save_grid_figure
 
 # Rows per chunk when computing statistics, so a memory-mapped split of millions of rows is never loaded at once.
@@ -34,13 +35,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         splits = [args.split] if args.split else _splits_present(args.dataset_dir)
         loaded_splits = []
         for split in splits:
-            metadata, data = read_dataset_split(args.dataset_dir, split)
-            task = build_task(metadata, str(args.dataset_dir / split))
+            # The loader's checks (offsets, identifiers, task) run first, so inspect accepts what training accepts.
+            dataset = PuzzleDataset(args.dataset_dir, split, global_batch_size=1)
+            metadata, data, task = dataset.metadata, dataset.data, dataset.task
+            _check_token_range(data, metadata, args.dataset_dir / split)
             print(describe_split(split, metadata, data, task, args.count))
             loaded_splits.append((split, data, task))
     except DatasetError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader (e.g. `| head`) closed the pipe; what it wanted has been printed.
+        sys.stdout = open(os.devnull, "w")
+        return 0
     if args.render is not None:
         try:
             _render_examples(*loaded_splits[0], args.count, args.render)
@@ -48,6 +55,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: cannot write {args.render}: {error.strerror or error}", file=sys.stderr)
             return 1
     return 0
+
+
+def _check_token_range(data: PuzzleSplit, metadata: PuzzleDatasetMetadata, where: Path) -> None:
+    """Raise DatasetError when any input or label token id lies outside [0, vocab_size)."""
+    for start in range(0, data.num_examples, STATISTICS_CHUNK):
+        for name in ("inputs", "labels"):
+            values = np.asarray(getattr(data, name)[start : start + STATISTICS_CHUNK])
+            bad = np.flatnonzero(((values < 0) | (values >= metadata.vocab_size)).any(axis=1))
+            if len(bad):
+                raise DatasetError(
+                    f"{where}: example {start + bad[0]} has {name} token ids outside [0, {metadata.vocab_size})"
+                )
 
 
 def describe_split(split: str, metadata: PuzzleDatasetMetadata, data: PuzzleSplit, task: PuzzleTask, count: int) -> str:

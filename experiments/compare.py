@@ -50,7 +50,7 @@ def build_report(paths: Sequence[str | Path], output: str | Path) -> dict[str, A
 
     lines = _report_header(paths, len(runs), len(cells))
     summary: dict[str, Any] = {"runs": len(runs), "datasets": []}
-    with atomic_output_dir(output, overwrite=True) as staging:
+    with atomic_output_dir(output, overwrite=True, marker=REPORT_FILE) as staging:
         (staging / "figures").mkdir()
         (staging / "predictions").mkdir()
         for index, dataset_cells in enumerate(datasets.values(), start=1):

@@ -47,7 +47,7 @@ MODULATIONS_PER_BLOCK = 6
 class FlowMatchingConfig(pydantic.BaseModel):
     """The `arch` keys of the flow matching model (its loss head reads `arch.loss`)."""
 
-    model_config = pydantic.ConfigDict(extra="forbid")
+    model_config = pydantic.ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: Literal["flow_matching"] = "flow_matching"
     hidden_size: int = pydantic.Field(512, gt=0, description="Width of the residual stream.")
@@ -82,6 +82,20 @@ class FlowMatchingConfig(pydantic.BaseModel):
         if value % 2:
             raise ValueError(f"time_frequency_size must be even (cosine and sine halves), got {value}")
         return value
+
+    @pydantic.model_validator(mode="after")
+    def _check_combinations(self) -> "FlowMatchingConfig":
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        if self.pos_encodings == "rope" and (self.hidden_size // self.num_heads) % 2:
+            raise ValueError(f"rope needs an even head size, got {self.hidden_size} // {self.num_heads}")
+        prefix_len = self.puzzle_emb_len or -(-self.puzzle_emb_ndim // self.hidden_size)
+        if self.puzzle_emb_ndim > prefix_len * self.hidden_size:
+            raise ValueError(
+                f"puzzle_emb_ndim {self.puzzle_emb_ndim} does not fit in puzzle_emb_len {self.puzzle_emb_len} "
+                f"tokens of hidden_size {self.hidden_size}; raise puzzle_emb_len or set it to 0"
+            )
+        return self
 
 
 class TimeEmbedding(nn.Module):

@@ -65,7 +65,7 @@ class GlobalBatchRandom:
     """
 
     def __init__(self, seed: int, step: int, offset: int, local_size: int, global_size: int, device: torch.device):
-        self.generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        self.generator = torch.Generator().manual_seed((seed * 1_000_003 + step) % 2**63)
         self.rows = slice(offset, offset + local_size)
         self.global_size = global_size
         self.device = device

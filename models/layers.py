@@ -115,9 +115,9 @@ class Attention(nn.Module):
 
 def swiglu_intermediate_size(hidden_size: int, expansion: float, multiple: int = 256) -> int:
     """Width of the SwiGLU hidden layer: 2/3 of `expansion` x hidden (parameter parity with a plain MLP),
-    rounded up to a multiple of 256 for matmul efficiency (512 -> 1536 at expansion 4)."""
+    rounded up to a multiple of 256 for matmul efficiency (512 -> 1536 at expansion 4), and at least 256."""
     width = round(expansion * hidden_size * 2 / 3)
-    return -(-width // multiple) * multiple
+    return max(1, -(-width // multiple)) * multiple
 
 
 class SwiGLU(nn.Module):

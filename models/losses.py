@@ -62,7 +62,7 @@ LOSS_FUNCTIONS = {
 class ACTLossConfig(pydantic.BaseModel):
     """The `arch.loss` keys of the ACT head."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: Literal["act"] = Field("act", description="Registry name of this loss head.")
     loss_type: Literal["stablemax_cross_entropy", "softmax_cross_entropy"] = Field(
@@ -79,7 +79,7 @@ class ACTLossConfig(pydantic.BaseModel):
 class ACTEvalOptions(pydantic.BaseModel):
     """Evaluation options of `ACTLossHead.predict`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     halt_by_q: bool = Field(
         False, description="Answer each example with its prediction at the first step where the Q head votes to halt."
@@ -274,7 +274,7 @@ def sample_path(path: MixtureDiscreteProbPath, x_0: Tensor, x_1: Tensor, t: Tens
 class DFMLossConfig(pydantic.BaseModel):
     """The `arch.loss` keys of the Discrete Flow Matching head."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: Literal["discrete_flow_matching"] = Field(
         "discrete_flow_matching", description="Registry name of this loss head."
@@ -316,12 +316,14 @@ MAX_DEFAULT_EVAL_STEPS = 128
 class DFMEvalOptions(pydantic.BaseModel):
     """Evaluation options of `DiscreteFlowMatchingLossHead.predict`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     sampler: Literal["greedy", "euler"] | None = Field(
         None, description="Sampler; None uses the config's eval_sampler."
     )
-    seed: int = Field(0, description="Seed of the Euler sampler and of the uniform-source greedy start state.")
+    seed: int = Field(
+        0, ge=0, lt=2**31, description="Seed of the Euler sampler and of the uniform-source greedy start state."
+    )
     num_samples: int = Field(
         1,
         ge=1,

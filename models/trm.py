@@ -41,7 +41,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 class TRMConfig(pydantic.BaseModel):
     """The `arch` keys of a TRM run (the reference's names, so its command lines work)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: Literal["trm"] = Field("trm", description="Registry name of this architecture.")
     hidden_size: int = Field(512, gt=0, description="Width D of every token vector.")

@@ -95,9 +95,32 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(state, dict) or any(key not in state for key in REQUIRED_KEYS):
         raise CheckpointError(f"{path}: not a checkpoint of this codebase (missing keys {', '.join(REQUIRED_KEYS)})")
     if state["format_version"] != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format {state['format_version']}, this code reads {FORMAT_VERSION}")
+        raise CheckpointError(f"{path}: checkpoint format {state['format_version']!r}, this code reads {FORMAT_VERSION}")
+    problem = _layout_problem(state)
+    if problem:
+        raise CheckpointError(f"{path}: malformed checkpoint: {problem}")
     state["path"] = str(path)
     return state
+
+
+def _layout_problem(state: dict[str, Any]) -> str | None:
+    """Describe the first entry whose type is not what this codebase writes, or return None."""
+    arch, config = state["arch"], state["config"]
+    if not isinstance(state["step"], int) or state["step"] < 0:
+        return f"step {state['step']!r} is not a non-negative integer"
+    if not isinstance(arch, dict) or not all(isinstance(arch.get(key), str) for key in ("name", "loss")):
+        return "arch must map name and loss to strings"
+    if not isinstance(config, dict) or not isinstance(config.get("arch"), dict):
+        return "config must be a dict with an arch section"
+    if not isinstance(config.get("data_paths"), list) or not config["data_paths"]:
+        return "config has no data_paths"
+    if not isinstance(state["metadata"], dict):
+        return "metadata must be a dict"
+    for key in ("model", "ema"):
+        value = state.get(key)
+        if value is not None and not (isinstance(value, dict) and all(isinstance(v, torch.Tensor) for v in value.values())):
+            return f"{key} must map names to tensors"
+    return None
 
 
 def check_same_architecture(state: dict[str, Any], arch_name: str, loss_name: str) -> None:

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import pydantic
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from models.registry import LOSS_HEADS, MODELS
 
@@ -22,7 +23,7 @@ class ConfigError(ValueError):
 class PretrainConfig(pydantic.BaseModel):
     """Every key of `config/cfg_pretrain.yaml` plus the run identity keys set with `+key=value`."""
 
-    model_config = pydantic.ConfigDict(extra="forbid")
+    model_config = pydantic.ConfigDict(extra="forbid", allow_inf_nan=False)
 
     arch: dict[str, Any] = pydantic.Field(description="Model keys plus a `loss` section; see config/arch/")
 
@@ -64,7 +65,7 @@ class PretrainConfig(pydantic.BaseModel):
     ema_rate: float = pydantic.Field(0.999, gt=0, lt=1)
 
     # Run identity and infrastructure
-    seed: int = 0
+    seed: int = pydantic.Field(0, ge=0, lt=2**31, description="Seed of model init, data order and noise")
     project_name: str | None = pydantic.Field(None, description="wandb project; default from the dataset name")
     run_name: str | None = pydantic.Field(None, description="Run name; default <arch>_<timestamp>")
     checkpoint_path: str | None = pydantic.Field(
@@ -153,7 +154,10 @@ def load_pretrain_config(cfg: DictConfig | dict[str, Any]) -> PretrainConfig:
     The `arch` section is validated separately by `validate_arch` once the device is known, because
     `forward_dtype: auto` depends on it.
     """
-    raw = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    try:
+        raw = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    except MissingMandatoryValue as error:
+        raise ConfigError(f"missing required key {error.full_key}; e.g. {error.full_key}=[data/sudoku-extreme-1k-aug-1000]") from None
     try:
         config = PretrainConfig.model_validate(raw)
     except pydantic.ValidationError as error:

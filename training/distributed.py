@@ -9,6 +9,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from training.config import ConfigError
+
 
 @dataclass(frozen=True)
 class DistributedInfo:
@@ -32,14 +34,21 @@ def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
     """Pick the device for `requested` in {auto, cpu, cuda, cuda:N, mps}; auto prefers CUDA, then CPU."""
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(requested)
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise ConfigError(f"device={requested} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError(f"device={requested} requested but CUDA is not available; use device=cpu")
+            raise ConfigError(f"device={requested} requested but CUDA is not available; use device=cpu")
         if device.index is None:
             device = torch.device("cuda", local_rank)
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise RuntimeError(f"device={requested} requested but MPS is not available; use device=cpu")
+        if device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device={requested} requested but only {torch.cuda.device_count()} CUDA devices exist")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device={requested} requested but MPS is not available; use device=cpu")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device={requested} is not supported; use auto, cpu, cuda, cuda:N or mps")
     return device
 
 

@@ -80,3 +80,12 @@ class OptimizerSet:
             raise ValueError(f"checkpoint has {len(states)} optimizer states, this run builds {len(self.optimizers)}")
         for optimizer, state in zip(self.optimizers, states):
             optimizer.load_state_dict(state)
+        # load_state_dict restores the saved hyperparameters; the run's config decides them instead, so a
+        # resumed run can change weight decay or betas.
+        weights = self.optimizers[-1]
+        for group in weights.param_groups:
+            group["weight_decay"] = self.config.weight_decay
+            group["betas"] = (self.config.beta1, self.config.beta2)
+        for optimizer in self.optimizers[:-1]:
+            for group in optimizer.param_groups:
+                group["weight_decay"] = self.config.puzzle_emb_weight_decay

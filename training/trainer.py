@@ -18,14 +18,15 @@ from typing import Any
 
 import torch
 
-from dataset.puzzle_dataset import PuzzleDataset
+from dataset.common import DatasetError, available_splits
+from dataset.puzzle_dataset import BUILD_HINT, PuzzleDataset
+from dataset.tasks import check_same_task
 from evaluation.runner import batch_to_device, evaluate_split
 from models.head import GlobalBatchRandom
 from models.registry import build_head
 from training.checkpoint import (
     CheckpointError,
     check_same_architecture,
-    latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
     save_checkpoint,
@@ -84,20 +85,18 @@ class Trainer:
         except ValueError as error:
             raise ConfigError(str(error)) from None
         eval_paths = config.data_paths_test or config.data_paths
+        for path in config.data_paths_test:
+            if not available_splits(path):
+                raise DatasetError(f"{path}: no val or test split found (data_paths_test); {BUILD_HINT}")
         self.eval_data: dict[str, PuzzleDataset] = {}
         for split in ("val", "test"):
-            if not all((Path(path) / split / "dataset.json").is_file() for path in eval_paths):
+            if not all(split in available_splits(path) for path in eval_paths):
                 continue
             data = PuzzleDataset(
                 eval_paths, split, global_batch_size=config.global_batch_size,
                 rank=dist.rank, world_size=dist.world_size, seed=config.seed,
             )
-            train_meta, eval_meta = self.train_data.metadata, data.metadata
-            if (eval_meta.seq_len, eval_meta.vocab_size) != (train_meta.seq_len, train_meta.vocab_size):
-                raise ConfigError(
-                    f"{eval_paths}: {split} split has seq_len {eval_meta.seq_len} and vocab {eval_meta.vocab_size}, "
-                    f"but the training data has {train_meta.seq_len} and {train_meta.vocab_size}"
-                )
+            check_same_task(self.train_data.metadata, data.metadata, f"{', '.join(eval_paths)} ({split})")
             self.eval_data[split] = data
 
     def _build_schedule(self) -> None:
@@ -159,6 +158,8 @@ class Trainer:
         """
         if not self.dist.is_main:
             return
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise ConfigError(f"{self.run_dir}: checkpoint_path exists and is not a directory")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._lock_file = open(self.run_dir / ".lock", "w")
         try:
@@ -175,24 +176,19 @@ class Trainer:
                 f"{self.run_dir} already has checkpoints (newest {existing[-1][1].name}); pass resume=true to "
                 "continue that run, or set another +run_name / +checkpoint_path"
             )
-        path = latest_checkpoint(self.run_dir) if config.resume else None
-        if config.resume and path is None:
+        state = self._newest_loadable_checkpoint() if config.resume else None
+        if config.resume and state is None:
             log.warning("resume=true but %s has no checkpoint; starting from step 0", self.run_dir)
-        if path is None and config.load_checkpoint:
+        if state is None and config.load_checkpoint:
             state = load_checkpoint(config.load_checkpoint, map_location=self.device)
             check_same_architecture(state, self.arch.name, self.arch.loss_name)
             self._load_weights(state)
             return
-        if path is None:
+        if state is None:
             return
 
-        state = load_checkpoint(path, map_location=self.device)
         check_same_architecture(state, self.arch.name, self.arch.loss_name)
-        if state["config"]["global_batch_size"] != config.global_batch_size:
-            raise CheckpointError(
-                f"{path}: saved with global_batch_size {state['config']['global_batch_size']}, "
-                f"this run uses {config.global_batch_size}; resume needs the same global batch"
-            )
+        self._check_resumable(state)
         self._load_weights(state)
         self.optimizers.load_state_dict(state["optimizers"])
         if self.ema is not None and state.get("ema") is not None:
@@ -200,7 +196,30 @@ class Trainer:
         self.start_step = state["step"]
         self.wall_time_before = state.get("wall_time", 0.0)
         self._restore_carry_and_rng(state)
-        log.info("resumed from %s at step %d", path, self.start_step)
+        log.info("resumed from %s at step %d", state["path"], self.start_step)
+
+    def _newest_loadable_checkpoint(self) -> dict[str, Any] | None:
+        """Load the newest checkpoint, skipping (with a warning) newer files that cannot be read."""
+        for _, path in reversed(list_checkpoints(self.run_dir)):
+            try:
+                return load_checkpoint(path, map_location=self.device)
+            except CheckpointError as error:
+                log.warning("skipping unreadable checkpoint: %s", error)
+        return None
+
+    def _check_resumable(self, state: dict[str, Any]) -> None:
+        saved, config, path = state["config"], self.config, state["path"]
+        for key in ("global_batch_size", "optimizer"):
+            if saved.get(key) != getattr(config, key):
+                raise CheckpointError(
+                    f"{path}: saved with {key}={saved.get(key)}, this run uses {getattr(config, key)}; "
+                    f"resume needs the same {key}"
+                )
+        if state["step"] > self.total_steps:
+            raise CheckpointError(
+                f"{path}: checkpoint is at step {state['step']}, beyond this run's {self.total_steps} steps; "
+                "raise epochs or start a new run"
+            )
 
     def _load_weights(self, state: dict[str, Any]) -> None:
         try:

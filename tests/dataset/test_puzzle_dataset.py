@@ -271,9 +271,13 @@ def test_missing_split(loader_fixed_epoch):
 
 
 def test_token_out_of_vocab(loader_write_layout):
-    layout = loader_write_layout("small_vocab", [[1]] * 8, vocab_size=5, task="sudoku")
+    layout = loader_write_layout("big_token", [[1]] * 8)
+    labels_path = layout.path / "train" / "all__labels.npy"
+    labels = np.load(labels_path)
+    labels[5, 7] = 40
+    np.save(labels_path, labels)
     dataset = PuzzleDataset(layout.path, "train", global_batch_size=8)
-    with pytest.raises(DatasetError, match=r"token ids outside \[0, 5\)"):
+    with pytest.raises(DatasetError, match=r"example 5 has labels token ids outside \[0, 11\)"):
         list(dataset.eval_batches())
 
 
@@ -281,6 +285,11 @@ def test_empty_group_rejected(loader_fixed_epoch):
     path = loader_fixed_epoch.path / "train" / "all__group_indices.npy"
     offsets = np.load(path)
     np.save(path, np.insert(offsets, 3, offsets[3]))
+    # Keep dataset.json consistent with the extra group, so that only the empty group is wrong.
+    metadata_path = loader_fixed_epoch.path / "train" / "dataset.json"
+    metadata = json.loads(metadata_path.read_text())
+    metadata["total_groups"] += 1
+    metadata_path.write_text(json.dumps(metadata))
     with pytest.raises(DatasetError, match="group_indices must be increasing offsets from 0, but entry 3 is empty"):
         PuzzleDataset(loader_fixed_epoch.path, "train", global_batch_size=4)
 

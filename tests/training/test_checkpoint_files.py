@@ -19,7 +19,7 @@ def minimal_state(step: int) -> dict:
         "format_version": 1,
         "step": step,
         "arch": {"name": "trm", "loss": "act"},
-        "config": {"global_batch_size": 4},
+        "config": {"global_batch_size": 4, "arch": {"name": "trm"}, "data_paths": ["data/sudoku"]},
         "metadata": {"seq_len": 4},
         "model": {"weight": torch.full((2,), float(step))},
     }
@@ -93,3 +93,18 @@ def test_other_architecture_rejected(tmp_path):
     check_same_architecture(state, "trm", "act")
     with pytest.raises(CheckpointError, match="arch=trm"):
         check_same_architecture(state, "flow_matching", "discrete_flow_matching")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"arch": "trm"}, "arch must map name and loss"),
+    ({"config": {}}, "config must be a dict with an arch section"),
+    ({"config": {"arch": {}, "data_paths": []}}, "no data_paths"),
+    ({"metadata": []}, "metadata must be a dict"),
+    ({"model": {"weight": [1.0]}}, "model must map names to tensors"),
+    ({"step": -1}, "not a non-negative integer"),
+])
+def test_malformed_contents_rejected(change, message, tmp_path):
+    path = tmp_path / "step_1.pt"
+    torch.save({**minimal_state(1), **change}, path)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(path)

@@ -90,3 +90,28 @@ def test_dataset_of_other_task_rejected(checkpoints, loop_script, tmp_path):
     result = loop_script(["evaluate.py", f"checkpoint={checkpoints['trm']}", f"data_path={maze_dir}"], check=False)
     assert result.returncode == 2
     assert "same task" in result.stderr
+
+
+@pytest.mark.parametrize("argument, message", [
+    ("steps=0", "steps"),
+    ("steps=[]", "at least one budget"),
+    ("steps=true", "steps"),
+    ("output=metrics.npz", "must be a .json file"),
+    ("device=tpu", "device=tpu"),
+    ("steps=[1,", "invalid arguments"),
+])
+def test_bad_arguments_one_line(argument, message, checkpoints, loop_script):
+    result = loop_script(["evaluate.py", f"checkpoint={checkpoints['trm']}", argument], check=False)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_same_size_other_task_rejected(checkpoints, loop_script, tmp_path):
+    # A 4x4 maze has the 16 cells and 6 tokens of 4x4 Sudoku, so only the task identity tells them apart.
+    maze_dir = tmp_path / "maze4"
+    build_maze(["--generate", "--size", "4", "--min-path-length", "2", "--subsample-size", "6",
+                "--test-subsample-size", "4", "--output-dir", str(maze_dir)])
+    result = loop_script(["evaluate.py", f"checkpoint={checkpoints['trm']}", f"data_path={maze_dir}"], check=False)
+    assert result.returncode == 2
+    assert "differs from the training data's sudoku 4x4" in result.stderr

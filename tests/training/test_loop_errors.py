@@ -3,10 +3,11 @@
 import pytest
 import torch
 
+from dataset.build_maze_dataset import main as build_maze
 from dataset.common import DatasetError
 from training.checkpoint import CheckpointError
 from training.config import ConfigError
-from training.distributed import DistributedInfo
+from training.distributed import DistributedInfo, resolve_device
 from training.trainer import Trainer
 
 TINY_TRM = [
@@ -97,3 +98,78 @@ def test_second_trainer_on_same_run_dir_rejected(loop_config, loop_sudoku4, tmp_
     with pytest.raises(ConfigError, match="in use by another training process"):
         build_trainer(loop_config(overrides))
     first._lock_file.close()
+
+
+def test_non_finite_value_rejected(loop_config, loop_sudoku4, tmp_path):
+    with pytest.raises(ConfigError, match="lr: Input should be a finite number"):
+        loop_config(TINY_TRM + base(loop_sudoku4, tmp_path) + ["lr=inf"])
+
+
+def test_missing_data_paths_named(loop_config):
+    with pytest.raises(ConfigError, match="missing required key data_paths"):
+        loop_config(TINY_TRM)
+
+
+def test_unavailable_device_rejected(loop_config, loop_sudoku4, tmp_path):
+    with pytest.raises(ConfigError, match="device=tpu"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+def test_missing_test_dataset_rejected(loop_config, loop_sudoku4, tmp_path):
+    config = loop_config(TINY_TRM + base(loop_sudoku4, tmp_path / "run") + [f"data_paths_test=[{tmp_path / 'typo'}]"])
+    with pytest.raises(DatasetError, match="no val or test split found"):
+        build_trainer(config)
+
+
+def test_eval_data_of_other_task_rejected(loop_config, loop_sudoku4, tmp_path):
+    maze_dir = tmp_path / "maze4"
+    build_maze(["--generate", "--size", "4", "--min-path-length", "2", "--subsample-size", "6",
+                "--test-subsample-size", "4", "--output-dir", str(maze_dir)])
+    config = loop_config(TINY_TRM + base(loop_sudoku4, tmp_path / "run") + [f"data_paths_test=[{maze_dir}]"])
+    with pytest.raises(DatasetError, match="task maze 4x4"):
+        build_trainer(config)
+
+
+def test_resume_beyond_schedule_rejected(loop_config, loop_train, loop_sudoku4, tmp_path):
+    loop_train(TINY_TRM + base(loop_sudoku4, tmp_path / "run") + ["epochs=4", "eval_interval=2"])
+    config = loop_config(TINY_TRM + base(loop_sudoku4, tmp_path / "run") + ["epochs=2", "resume=true"])
+    with pytest.raises(CheckpointError, match="beyond this run's"):
+        build_trainer(config)
+
+
+def test_resume_with_other_optimizer_rejected(loop_config, loop_train, loop_sudoku4, tmp_path):
+    loop_train(TINY_TRM + base(loop_sudoku4, tmp_path / "run"))
+    config = loop_config(TINY_TRM + base(loop_sudoku4, tmp_path / "run") + ["epochs=4", "resume=true",
+                                                                           "optimizer=adam_atan2"])
+    with pytest.raises(CheckpointError, match="resume needs the same optimizer"):
+        build_trainer(config)
+
+
+def test_resume_applies_new_weight_decay(loop_config, loop_train, loop_sudoku4, tmp_path):
+    loop_train(TINY_TRM + base(loop_sudoku4, tmp_path / "run"))
+    trainer = build_trainer(loop_config(
+        TINY_TRM + base(loop_sudoku4, tmp_path / "run") + ["epochs=4", "resume=true", "weight_decay=0.5", "beta1=0.8"]
+    ))
+    group = trainer.optimizers.optimizers[-1].param_groups[0]
+    assert trainer.start_step > 0
+    assert group["weight_decay"] == 0.5
+    assert group["betas"] == (0.8, 0.95)
+    trainer._lock_file.close()
+
+
+def test_unreadable_newest_checkpoint_skipped(loop_config, loop_train, loop_sudoku4, tmp_path):
+    loop_train(TINY_TRM + base(loop_sudoku4, tmp_path / "run"))
+    newest = sorted((tmp_path / "run").glob("step_*.pt"), key=lambda p: int(p.stem.split("_")[1]))[-1]
+    newest.write_bytes(b"truncated")
+    trainer = build_trainer(loop_config(TINY_TRM + base(loop_sudoku4, tmp_path / "run") + ["epochs=4", "resume=true"]))
+    assert 0 < trainer.start_step < int(newest.stem.split("_")[1])
+    trainer._lock_file.close()
+
+
+def test_checkpoint_path_is_file_rejected(loop_config, loop_sudoku4, tmp_path):
+    (tmp_path / "afile").write_text("not a directory")
+    with pytest.raises(ConfigError, match="is not a directory"):
+        build_trainer(loop_config(TINY_TRM + base(loop_sudoku4, tmp_path / "afile")))
