@@ -198,6 +198,9 @@ def _write_outputs(config, state, metrics, predictions, dataset, budget_name, ev
 
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if any(arg in ("-h", "--help") for arg in argv):
+        print(__doc__.strip())
+        return 0
     try:
         config, options = parse_arguments(argv)
         with distributed_context(config.device) as dist_info:

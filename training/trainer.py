@@ -108,6 +108,11 @@ class Trainer:
                 f"epochs={config.epochs} of {examples_per_epoch:g} examples give no full global batch of "
                 f"{config.global_batch_size}; raise epochs or lower global_batch_size"
             )
+        if config.lr_warmup_steps >= self.total_steps:
+            log.warning(
+                "lr_warmup_steps=%d covers the whole run of %d steps, so the learning rate never reaches lr=%g; "
+                "lower lr_warmup_steps", config.lr_warmup_steps, self.total_steps, config.lr,
+            )
         evaluations = config.epochs // config.eval_interval
         self.eval_steps = {
             int(k * config.eval_interval * examples_per_epoch / config.global_batch_size): k * config.eval_interval
@@ -118,6 +123,8 @@ class Trainer:
 
     def _resolve_run_identity(self, job_output_dir: str | None, arch: dict[str, Any]) -> None:
         config = self.config
+        if config.resume and not (config.run_name or config.checkpoint_path or job_output_dir):
+            raise ConfigError("resume=true needs +run_name or +checkpoint_path to name the run to continue")
         identity = None
         if self.dist.is_main:
             project = config.project_name or default_project_name(config)

@@ -115,3 +115,9 @@ def test_same_size_other_task_rejected(checkpoints, loop_script, tmp_path):
     result = loop_script(["evaluate.py", f"checkpoint={checkpoints['trm']}", f"data_path={maze_dir}"], check=False)
     assert result.returncode == 2
     assert "differs from the training data's sudoku 4x4" in result.stderr
+
+
+def test_help_lists_keys_without_running(loop_script):
+    result = loop_script(["evaluate.py", "--help"])
+    assert "checkpoint=PATH" in result.stdout
+    assert "figure_examples" in result.stdout

@@ -74,6 +74,21 @@ def test_existing_run_needs_resume(loop_config, loop_train, loop_sudoku4, tmp_pa
         build_trainer(loop_config(TINY_TRM + base(loop_sudoku4, tmp_path / "run")))
 
 
+def test_resume_needs_a_run_name(loop_config, loop_sudoku4):
+    config = loop_config(TINY_TRM + [f"data_paths=[{loop_sudoku4}]", "global_batch_size=16", "epochs=2",
+                                     "eval_interval=1", "resume=true"])
+    with pytest.raises(ConfigError, match="resume=true needs \\+run_name or \\+checkpoint_path"):
+        build_trainer(config)
+
+
+def test_warmup_longer_than_run_warns(loop_config, loop_sudoku4, tmp_path, caplog):
+    build_trainer(loop_config(TINY_TRM + base(loop_sudoku4, tmp_path / "run") + ["lr_warmup_steps=2000"]))
+    assert "never reaches lr" in caplog.text
+    caplog.clear()
+    build_trainer(loop_config(TINY_TRM + base(loop_sudoku4, tmp_path / "other") + ["lr_warmup_steps=1"]))
+    assert "never reaches lr" not in caplog.text
+
+
 def test_resume_rejects_other_architecture(loop_config, loop_train, loop_sudoku4, tmp_path):
     loop_train(TINY_TRM + base(loop_sudoku4, tmp_path / "run"))
     config = loop_config(TINY_DFM + base(loop_sudoku4, tmp_path / "run") + ["resume=true"])
