@@ -1,7 +1,6 @@
 """Figures of several puzzle grids in one PNG, drawn by the task's own `render` method."""
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -76,11 +75,11 @@ def _check_shapes(
 
 def _save_atomically(figure: Figure, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
+    # A pid-named file rather than mkstemp, whose 0600 mode would carry over to the figure.
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         figure.savefig(temporary, format="png")
         os.replace(temporary, path)
     except BaseException:
-        os.unlink(temporary)
+        temporary.unlink(missing_ok=True)
         raise

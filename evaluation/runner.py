@@ -67,15 +67,20 @@ def _score_prediction(dataset: PuzzleDataset, batch: dict[str, np.ndarray], pred
 
 
 def _nest(flat: dict[str, float]) -> dict:
-    """Turn `name/budget` keys into {name: {budget: value}}."""
+    """Turn `name/budget` keys into {name: {budget: value}}, budgets in increasing order."""
     nested: dict = {}
-    for key, value in flat.items():
+    for key, value in sorted(flat.items(), key=_budget_order):
         if "/" in key:
             name, budget = key.split("/", 1)
             nested.setdefault(name, {})[int(budget)] = value
         else:
             nested[key] = value
     return nested
+
+
+def _budget_order(item: tuple[str, float]) -> tuple[str, int]:
+    name, _, budget = item[0].partition("/")
+    return name, int(budget) if budget else -1
 
 
 @torch.no_grad()

@@ -1,5 +1,6 @@
 """`python -m dataset.inspect` and `dataset.render.save_grid_figure`."""
 
+import os
 import struct
 import subprocess
 import sys
@@ -103,6 +104,9 @@ def test_inspect_renders_png(loader_sudoku_dir, tmp_path, capsys):
     assert figure_path.stat().st_size > 5_000
     pixels = imread(figure_path)
     assert pixels.std() > 0.05
+    # Readable by others like any file the user writes, and no temporary file left beside it.
+    assert figure_path.stat().st_mode & 0o044 == 0o044 & ~_umask()
+    assert [path.name for path in figure_path.parent.iterdir()] == ["sudoku.png"]
     assert list(figure_path.parent.iterdir()) == [figure_path]
 
 
@@ -215,3 +219,9 @@ def test_inspect_maze(loader_maze_dir, tmp_path, capsys):
     assert "#S  #    #Soo#" in output
     assert "# # #    # #o#" in output
     assert png_size(tmp_path / "maze.png")[0] >= 300
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
