@@ -124,7 +124,11 @@ def build_mazes(data_dir: Path, output: Path, dry_run: bool) -> dict[str, tuple[
 
 
 def schedule(steps: int, batch_size: int, train_size: int) -> tuple[int, int]:
-    """(epochs, eval_interval) giving about `steps` optimizer steps and EVALUATIONS_PER_RUN evaluations."""
+    """Return (epochs, eval_interval) for at least `steps` optimizer steps and EVALUATIONS_PER_RUN evaluations.
+
+    Evaluation intervals are whole epochs, so a run has at least EVALUATIONS_PER_RUN epochs: 337 steps rather
+    than 200 for Maze-Hard's 900 training puzzles at batch 16.
+    """
     epochs_per_eval = max(1, math.ceil(steps * batch_size / (train_size * EVALUATIONS_PER_RUN)))
     return epochs_per_eval * EVALUATIONS_PER_RUN, epochs_per_eval
 
