@@ -28,6 +28,8 @@ from dataset.common import (
     CsvRows,
     DatasetError,
     atomic_output_dir,
+    available_splits,
+    read_metadata,
     read_puzzle_csv,
     single_example_split,
     split_metadata,
@@ -335,7 +337,8 @@ def main(argv: list[str] | None = None) -> None:
     except DatasetError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    print(f"wrote {output_dir}")
+    counts = {split: read_metadata(output_dir, split).total_puzzles for split in available_splits(output_dir)}
+    print(f"wrote {output_dir}: " + ", ".join(f"{split} {count:,} examples" for split, count in counts.items()))
 
 
 if __name__ == "__main__":

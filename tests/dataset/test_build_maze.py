@@ -54,8 +54,9 @@ def build(csv_pair: tuple[Path, Path], output: Path, *extra: str) -> Path:
     return output
 
 
-def test_build_round_trip(csv_pair, maze_rows, tmp_path):
+def test_build_round_trip(csv_pair, maze_rows, tmp_path, capsys):
     output = build(csv_pair, tmp_path / "out")
+    assert capsys.readouterr().out.strip() == f"wrote {output}: train 30 examples, test 10 examples"
     for split, rows in (("train", maze_rows[:30]), ("test", maze_rows[30:])):
         metadata, data = read_split(output, split, mmap=False)
         assert [TASK.to_row_string(grid) for grid in data.inputs] == [question for question, _ in rows]
