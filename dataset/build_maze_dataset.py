@@ -268,7 +268,7 @@ def augment(task: MazeTask, inputs: np.ndarray, labels: np.ndarray) -> tuple[np.
 def builder_record(args: argparse.Namespace) -> dict[str, Any]:
     """List the arguments that determine the output, without paths to local files."""
     record: dict[str, Any] = {
-        "name": "build_maze_dataset",
+        "module": "dataset.build_maze_dataset",
         "subsample_size": args.subsample_size,
         "test_subsample_size": args.test_subsample_size,
         "aug": args.aug,

@@ -78,6 +78,7 @@ def test_build_metadata_record(csv_pair, tmp_path):
         assert metadata.source_sha256 == expected_hash
         assert metadata.builder["train_csv"] == "train.csv"
         assert metadata.builder["val_size"] == 5
+        assert metadata.builder["module"] == "dataset.build_maze_dataset"
         assert str(tmp_path) not in json.dumps(metadata.builder)
 
 
