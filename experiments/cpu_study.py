@@ -6,7 +6,8 @@ Sudoku cells: Sudoku-Extreme training puzzles revealed to G givens (`--levels`, 
 17-35 givens) x training-set sizes (`--sizes`, each with 100 more puzzles carved off as `val`) x architectures
 (`--archs`: TRM, DFM with the mask source, DFM with the uniform source) x seeds. Every cell trains for the same
 number of optimizer steps at the same global batch, and is tested on 1,000 held-apart "forum hardest" puzzles
-revealed to the same level. Maze cells: Maze-Hard 30x30 and generated 10x10 mazes, one run per architecture.
+revealed to the same level. Maze cells: Maze-Hard 30x30 and generated 10x10 mazes, one run per architecture,
+scored on the first `--maze-test-size` test mazes.
 
 Each stage is skipped when its output exists (finished runs are detected by their last checkpoint), so an
 interrupted study continues where it stopped. `--dry-run` prints the commands instead of running them.
@@ -61,6 +62,7 @@ class Run:
     seed: int
     eval_budgets: tuple[int, ...]
     samplers: tuple[str, ...]
+    eval_max_examples: int | None = None
 
 
 def command_text(command: list[str]) -> str:
@@ -162,6 +164,8 @@ def run_and_evaluate(run: Run, runs_dir: Path, dry_run: bool, threads: int) -> s
             continue
         command = [sys.executable, "evaluate.py", f"checkpoint={run_dir}", "split=test", f"steps={budgets}",
                    f"output={output}"]
+        if run.eval_max_examples is not None:
+            command.append(f"max_examples={run.eval_max_examples}")
         if sampler == "greedy":
             # Batched greedy calls: several times faster than one example per call, and still reproducible
             # because evaluate.py's batch size is fixed.
@@ -200,6 +204,7 @@ def maze_runs(args: argparse.Namespace) -> list[Run]:
                 name=f"{arch}-seed0", dataset=dataset, train_size=size, preset=preset, overrides=(),
                 steps=steps, batch_size=args.maze_batch_size, seed=0,
                 eval_budgets=tuple(TRM_STEPS[:4] if is_trm else DFM_MAZE_NFE), samplers=("",) if is_trm else ("greedy",),
+                eval_max_examples=args.maze_test_size,
             ))
     return runs
 
@@ -219,6 +224,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=64, help="global batch of Sudoku runs (default 64)")
     parser.add_argument("--maze-steps", type=int, default=200, help="optimizer steps per Maze-Hard run")
     parser.add_argument("--maze-batch-size", type=int, default=16, help="global batch of maze runs")
+    parser.add_argument("--maze-test-size", type=int, default=300,
+                        help="test mazes scored by the final evaluation (default 300, the first of the split)")
     parser.add_argument("--only", choices=("sudoku", "maze"), help="run one task family only")
     parser.add_argument("--jobs", type=int, default=2, help="runs trained at the same time (default 2), "
                         "each with cpu_count / jobs threads")

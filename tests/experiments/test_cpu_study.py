@@ -48,6 +48,15 @@ def test_sudoku_cells_share_one_budget(tmp_path, capsys):
     assert "experiments.compare" in commands[-1]
 
 
+def test_maze_cells(tmp_path, capsys):
+    commands = dry_run_commands(tmp_path, capsys, "--only", "maze", "--maze-test-size", "50")
+    trainings = [c for c in commands if "pretrain.py" in c]
+    assert sorted(c[2] for c in trainings) == ["+experiment=cpu_maze_dfm"] * 2 + ["+experiment=cpu_maze_trm"] * 2
+    evaluations = [c for c in commands if "evaluate.py" in c]
+    assert len(evaluations) == 4
+    assert all("max_examples=50" in c for c in evaluations)
+
+
 def test_unknown_architecture_is_rejected(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--data-dir", str(tmp_path), "--archs", "trm,gpt"])
