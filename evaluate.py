@@ -153,6 +153,7 @@ def evaluate(config: EvaluateConfig, options: dict[str, Any], dist_info: Distrib
     )
     metrics = result.metrics
     metrics["inference_flops_per_example"] = {b: head.inference_flops_per_example(b) for b in metrics["budgets"]}
+    metrics["inference_flops_per_example_used"] = {b: head.inference_flops_used(metrics, b) for b in metrics["budgets"]}
     if dist_info.is_main:
         _write_outputs(config, state, metrics, result.predictions, dataset, head.budget_name, eval_options, data_path)
     return metrics

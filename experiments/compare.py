@@ -143,8 +143,9 @@ def _inference_section(cells: list[Cell], index: int, title: str, staging: Path)
         "### Inference scaling",
         "",
         "Exact accuracy against analytic inference FLOPs per example: TRM by supervision steps, DFM by NFE and "
-        "sampler. Taken from the evaluate.py reports of each run (latest checkpoint per setting), or, for cells "
-        "without any, from the last periodic evaluation.",
+        "sampler. Taken from the evaluate.py reports of each run (latest checkpoint per setting), which count "
+        "the model calls actually made (greedy decoding stops once the grid is full), or, for cells without "
+        "any, from the last periodic evaluation, which counts every call of the budget.",
         "",
     ]
     entries: list[tuple[Cell, str, InferenceResult]] = []

@@ -194,10 +194,14 @@ def read_eval_report(path: Path) -> EvalReport:
         raise ReportError(f"{path}: options must be a JSON object, found {type(report['options']).__name__}")
     try:
         exact_by_budget = {int(budget): float(value) for budget, value in report[by_budget_key].items()}
-        flops_by_budget = {int(budget): float(value) for budget, value in report["inference_flops_per_example"].items()}
+        # FLOPs of the model calls actually made where the report has them (greedy DFM stops early).
+        flops_key = "inference_flops_per_example_used"
+        if flops_key not in report:
+            flops_key = "inference_flops_per_example"
+        flops_by_budget = {int(budget): float(value) for budget, value in report[flops_key].items()}
     except (AttributeError, TypeError, ValueError):
         raise ReportError(
-            f"{path}: {by_budget_key} and inference_flops_per_example must map integer budgets to numbers"
+            f"{path}: {by_budget_key} and {flops_key} must map integer budgets to numbers"
         ) from None
     return EvalReport(
         path=path,

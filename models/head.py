@@ -13,7 +13,7 @@ Batch layout (a dict of tensors on the model's device), B = local batch size, L 
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pydantic
 import torch
@@ -136,6 +136,13 @@ class LossHead(nn.Module, ABC):
     def inference_flops_per_example(self, budget: int) -> float:
         """Analytic FLOPs per example of a prediction at `budget` model calls."""
         return budget * self.forward_flops_per_example()
+
+    def inference_flops_used(self, metrics: dict[str, Any], budget: int) -> float:
+        """Analytic FLOPs per example of the model calls that predictions at `budget` actually made.
+
+        `metrics` are the averaged metrics of `evaluate_split`. By default every call of the budget is made.
+        """
+        return self.inference_flops_per_example(budget)
 
     @abstractmethod
     def parameter_counts(self) -> dict[str, int]:

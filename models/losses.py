@@ -1,6 +1,6 @@
 """Loss heads: token cross-entropies and TRM's ACT head (deep supervision with a learned halting Q head)."""
 
-from typing import Literal
+from typing import Any, Literal
 
 import pydantic
 import torch
@@ -440,6 +440,11 @@ class DiscreteFlowMatchingLossHead(LossHead):
 
     def forward_flops_per_example(self) -> float:
         return self.model.forward_flops_per_example()
+
+    def inference_flops_used(self, metrics: dict[str, Any], budget: int) -> float:
+        """Count the model calls actually made: greedy decoding stops once every cell to fill is committed."""
+        calls = metrics.get("nfe_used", {}).get(budget, budget)
+        return calls * self.forward_flops_per_example()
 
     def train_flops_per_example(self) -> float:
         """Estimate one training step as 3 forward passes, because the backward pass costs about two."""

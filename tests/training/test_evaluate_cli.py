@@ -63,6 +63,15 @@ def test_dfm_sweeps_nfe_with_both_samplers(checkpoints, loop_script, tmp_path):
         assert report["budget_name"] == "nfe"
         assert list(report["exact_accuracy_by_nfe"]) == ["1", "4", "16"]  # in budget order, not string order
         assert report["options"]["sampler"] == sampler
+        # FLOPs of the calls made: Euler runs every step, greedy stops once the 4x4 grid is full.
+        budget_flops, used_flops = report["inference_flops_per_example"], report["inference_flops_per_example_used"]
+        per_call = budget_flops["1"]
+        for budget in ("1", "4", "16"):
+            assert used_flops[budget] == pytest.approx(report["nfe_used"][budget] * per_call)
+        if sampler == "euler":
+            assert used_flops == budget_flops
+        else:
+            assert used_flops["16"] < budget_flops["16"]
         grids = np.load(output.with_suffix(".npz"))["predictions"]
         assert set(np.unique(grids)) <= {2, 3, 4, 5}
 
