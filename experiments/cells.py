@@ -107,7 +107,8 @@ def group_cells(runs: list[Run]) -> list[Cell]:
     cells = []
     for (_, arch), family in families.items():
         flat = [
-            {key: value for key, value in flatten_config(run.config).items() if key not in IGNORED_KEYS}
+            # Sections such as parameter_counts are flattened, so the check is on the top-level key.
+            {key: value for key, value in flatten_config(run.config).items() if key.split(".")[0] not in IGNORED_KEYS}
             for run in family
         ]
         varying = sorted(key for key in set().union(*flat) if len({canonical_json(f.get(key)) for f in flat}) > 1)

@@ -154,10 +154,12 @@ def test_latest_report_per_setting(tmp_path, write_run, write_eval_report):
 
 
 def test_variants_split_by_source(tmp_path, write_run):
-    for source in ("mask", "uniform"):
+    for source, embedding_parameters in (("mask", 3968), ("uniform", 3840)):
         for seed in (0, 1):
+            # The mask token's extra embedding row changes the counts; they must not join the label.
+            counts = {"parameters": 146624, "embedding_parameters": embedding_parameters}
             write_run(tmp_path / "runs" / f"{source}-{seed}", "flow_matching", seed, {"test": [0.5]},
-                      extra_overrides=[f"arch.source={source}"])
+                      extra_overrides=[f"arch.source={source}"], parameter_counts=counts)
     cells = group_cells([load_run(path) for path in find_run_dirs([tmp_path / "runs"])])
     assert [cell.label for cell in cells] == ["flow_matching (source=mask)", "flow_matching (source=uniform)"]
     assert [cell.seeds for cell in cells] == [[0, 1], [0, 1]]
