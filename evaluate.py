@@ -69,7 +69,10 @@ class EvaluateConfig(pydantic.BaseModel):
     def _sorted_budgets(cls, value: int | list[int] | None) -> list[int] | None:
         if isinstance(value, list) and not value:
             raise ValueError("must list at least one budget, e.g. steps=[1,2,4]")
-        return sorted(set([value] if isinstance(value, int) else value)) if value is not None else None
+        if value is None:
+            return None
+        budgets = [value] if isinstance(value, int) else value
+        return sorted(set(budgets))
 
     @pydantic.field_validator("output")
     @classmethod

@@ -398,14 +398,14 @@ def _check_split_against_metadata(split_dir: Path, data: PuzzleSplit, metadata: 
         raise DatasetError(f"{split_dir}: split has no examples")
     if data.num_groups != metadata.total_groups:
         raise DatasetError(
-            f"{split_dir}: group_indices has {data.num_groups} groups but dataset.json says total_groups "
+            f"{split_dir}: group_indices has {data.num_groups} groups but dataset.json has total_groups "
             f"{metadata.total_groups}"
         )
     identifiers = data.puzzle_identifiers
     if len(identifiers) and (identifiers.min() < 0 or identifiers.max() >= metadata.num_puzzle_identifiers):
         raise DatasetError(
             f"{split_dir}: puzzle identifiers span [{identifiers.min()}, {identifiers.max()}] but dataset.json "
-            f"says num_puzzle_identifiers {metadata.num_puzzle_identifiers}"
+            f"has num_puzzle_identifiers {metadata.num_puzzle_identifiers}"
         )
 
 
@@ -424,7 +424,7 @@ def atomic_output_dir(
     """Yield a temporary directory that replaces `output_dir` only if the block finishes.
 
     On any error the temporary directory is removed and `output_dir` is left as it was. An existing
-    non-empty `output_dir` is rejected unless `overwrite` is set, and even then only when it holds the
+    non-empty `output_dir` is rejected unless `overwrite` is set, and even then only when it contains the
     `marker` file of an earlier output (a dataset's identifiers.json by default) and none of the `inputs`
     files, so a mistyped path cannot delete unrelated files.
     """

@@ -109,7 +109,7 @@ def corrupt(dataset: Path, split: str, edit) -> None:
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda d, m: m.update(total_groups=1000), "says total_groups 1000"),
+    (lambda d, m: m.update(total_groups=1000), "has total_groups 1000"),
     (lambda d, m: m.update(mean_puzzle_examples=-1), "mean_puzzle_examples: Input should be greater than 0"),
     (lambda d, m: m.pop("seq_len"), "seq_len: Field required"),
     (lambda d, m: m.update(pad_id=99), "pad_id 99 is outside the vocab"),
