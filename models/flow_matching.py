@@ -29,7 +29,7 @@ from dataset.common import PuzzleDatasetMetadata
 from dataset.sudoku import SudokuTask
 from dataset.tasks import task_from_metadata
 from models.layers import Attention, CastedEmbedding, CastedLinear, RotaryEmbedding, SwiGLU, rms_norm
-from models.layers import swiglu_intermediate_size
+from models.layers import check_head_size, swiglu_intermediate_size
 from models.sparse_embedding import CastedSparseEmbedding
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -85,10 +85,7 @@ class FlowMatchingConfig(pydantic.BaseModel):
 
     @pydantic.model_validator(mode="after")
     def _check_combinations(self) -> "FlowMatchingConfig":
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
-        if self.pos_encodings == "rope" and (self.hidden_size // self.num_heads) % 2:
-            raise ValueError(f"rope needs an even head size, got {self.hidden_size} // {self.num_heads}")
+        check_head_size(self.hidden_size, self.num_heads, self.pos_encodings)
         prefix_len = self.puzzle_emb_len or -(-self.puzzle_emb_ndim // self.hidden_size)
         if self.puzzle_emb_ndim > prefix_len * self.hidden_size:
             raise ValueError(

@@ -113,6 +113,14 @@ class Attention(nn.Module):
         return self.o_proj(out.transpose(1, 2).reshape(batch, length, -1))
 
 
+def check_head_size(hidden_size: int, num_heads: int, pos_encodings: str) -> None:
+    """Raise ValueError unless `num_heads` divides `hidden_size`, into an even head size when rotary is used."""
+    if hidden_size % num_heads:
+        raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}")
+    if pos_encodings == "rope" and (hidden_size // num_heads) % 2:
+        raise ValueError(f"rope needs an even head size, got {hidden_size} // {num_heads}")
+
+
 def swiglu_intermediate_size(hidden_size: int, expansion: float, multiple: int = 256) -> int:
     """Width of the SwiGLU hidden layer: 2/3 of `expansion` x hidden (parameter parity with a plain MLP),
     rounded up to a multiple of 256 for matmul efficiency (512 -> 1536 at expansion 4), and at least 256."""

@@ -25,6 +25,7 @@ from models.layers import (
     CastedLinear,
     RotaryEmbedding,
     SwiGLU,
+    check_head_size,
     rms_norm,
     trunc_normal_init_,
 )
@@ -78,10 +79,7 @@ class TRMConfig(pydantic.BaseModel):
 
     @pydantic.model_validator(mode="after")
     def _check_combinations(self) -> "TRMConfig":
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
-        if self.pos_encodings == "rope" and (self.hidden_size // self.num_heads) % 2:
-            raise ValueError(f"rope needs an even head size, got {self.hidden_size} // {self.num_heads}")
+        check_head_size(self.hidden_size, self.num_heads, self.pos_encodings)
         if self.mlp_t and self.pos_encodings == "rope":
             raise ValueError("mlp_t=True has no attention to apply rope in; set pos_encodings to 'none' or 'learned'")
         if self.puzzle_emb_ndim > self.prefix_len * self.hidden_size:

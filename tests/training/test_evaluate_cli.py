@@ -117,7 +117,7 @@ def test_bad_arguments_one_line(argument, message, checkpoints, loop_script):
 
 
 def test_same_size_other_task_rejected(checkpoints, loop_script, tmp_path):
-    # A 4x4 maze has the 16 cells and 6 tokens of 4x4 Sudoku, so only the task identity tells them apart.
+    # A 4x4 maze has the 16 cells and 6 tokens of 4x4 Sudoku, so only the task name distinguishes them.
     maze_dir = tmp_path / "maze4"
     build_maze(["--generate", "--size", "4", "--min-path-length", "2", "--subsample-size", "6",
                 "--test-subsample-size", "4", "--output-dir", str(maze_dir)])
